@@ -1,0 +1,24 @@
+# flowseg: `make demo` runs the whole pipeline in a lab of network namespaces;
+# `make test` runs unit, lab integration and end-to-end packet tests. Both need root.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: deps test unit lab demo bench clean
+
+deps:
+	scripts/install-deps $(VENV)
+
+test: deps
+	$(PY) -m pytest -q -ra
+
+unit: deps
+	$(PY) -m pytest -q -m "not lab"
+
+lab: deps
+	$(PY) -m pytest -q -m lab
+
+demo: deps
+	$(PY) examples/demo.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,303 @@
+"""vtysh's `show bgp ipv4|ipv6 flowspec detail json` to FlowRules, in the controller's order.
+
+Checked against FRR 8.4.4 (Debian 8.4.4-1.1~deb12u2) fed by BIRD 2.0.12; the shape is the
+same up to FRR 10.7 (shared/docs/flowspec-wire-facts.md section 1). The output is one JSON
+array per NLRI, back to back, or nothing when the table is empty. Inside an array each path is
+a match object, an optional `ecomlist` object and a `time` object.
+
+Reading numeric components: FRR does not print the AND bit (wire facts 2.2). fs-fetch sends
+only OR-lists of `= v`, `a..b` (`>= a` AND `<= b`), a leading `<= v` / `< v` and a trailing
+`>= v` / `> v`; so a lower bound directly followed by an upper bound is read as one range and
+every other entry as an OR term. That is exact for everything fs-fetch sends. A string outside
+this grammar (an empty operator, a bound that cannot start or end a range there) is refused.
+
+Actions (RFC 8955 section 7): traffic-marking N (0x8009) is rule N, ACCEPT; traffic-rate 0
+(0x8006) is DROP; a catch-all route (0/0 to 0/0) without marking is the chain's policy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass
+
+from flowseg.errors import BadInput, BadRoute, InvalidValue
+from flowseg.model import (
+    PORT_MAX,
+    Family,
+    FlowRule,
+    Interval,
+    Intervals,
+    Verdict,
+    normalize,
+)
+
+log = logging.getLogger(__name__)
+
+NUMERIC_ENTRY = re.compile(r"^(<=|>=|<|>|=|) (\d+)$")
+TOKEN_START = re.compile(r"^(FS:|UNK:|NH:|LB:|[0-9.]+:[0-9]+$)")
+# Keys that fs-inject turns into iptables matches. Others are refused, never ignored:
+# leaving out a component would widen the rule.
+KNOWN_KEYS = {"to", "from", "proto", "dstp", "srcp"}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One NLRI as vtysh printed it: its match strings and its extended communities."""
+
+    match: dict[str, str]
+    ecomlist: tuple[str, ...]
+
+    def describe(self) -> str:
+        parts = [f"{k} {v.strip()}" for k, v in self.match.items()]
+        return " ".join(parts) or "(empty match)"
+
+
+def decode_stream(text: str) -> list[list]:
+    """Split vtysh's back-to-back JSON arrays; empty output is an empty table."""
+    decoder = json.JSONDecoder()
+    out = []
+    pos = 0
+    end = len(text)
+    while True:
+        while pos < end and text[pos].isspace():
+            pos += 1
+        if pos >= end:
+            return out
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"vtysh JSON unreadable at char {exc.pos}: {exc.msg}") from None
+        if isinstance(obj, dict):
+            # FRR reports problems as {"warning": ...} with exit status 0 (wire facts 1.3).
+            detail = obj.get("warning") or obj.get("error") or json.dumps(obj)[:80]
+            raise BadInput(f"vtysh answered {detail!r} instead of routes")
+        if not isinstance(obj, list):
+            raise BadInput(f"vtysh printed a JSON {type(obj).__name__} where a route belongs")
+        out.append(obj)
+
+
+def split_paths(entry: list) -> list[Route]:
+    """The paths of one NLRI: each ends at the object that holds `time`."""
+    paths = []
+    match: dict | None = None
+    ecom: tuple[str, ...] = ()
+    for obj in entry:
+        if not isinstance(obj, dict):
+            raise BadInput(f"vtysh route holds a JSON {type(obj).__name__}, not an object")
+        if "time" in obj:
+            if match is None:
+                raise BadInput("vtysh route has a time object but no match object")
+            paths.append(Route(match, ecom))
+            match, ecom = None, ()
+        elif "ecomlist" in obj or "ecom6list" in obj:
+            ecom = tuple(_ecom_tokens(str(obj.get("ecomlist", ""))))
+            ecom += tuple(_ecom_tokens(str(obj.get("ecom6list", ""))))
+        else:
+            if not all(isinstance(v, str) for v in obj.values()):
+                raise BadInput("vtysh route has a match component that is not a string")
+            match = dict(obj)
+    if match is not None:
+        raise BadInput("vtysh route ends without its time object (truncated output?)")
+    return paths
+
+
+def _ecom_tokens(text: str) -> list[str]:
+    """ecomlist is space-joined and some entries hold spaces: cut at each known entry start."""
+    tokens: list[str] = []
+    for word in text.split():
+        if TOKEN_START.match(word) or not tokens:
+            tokens.append(word)
+        else:
+            tokens[-1] += " " + word
+    return tokens
+
+
+def read_routes(text: str) -> list[Route]:
+    routes = []
+    for entry in decode_stream(text):
+        paths = split_paths(entry)
+        if not paths:
+            raise BadInput("vtysh printed an empty route")
+        if any(p != paths[0] for p in paths[1:]):
+            log.warning("route %s: peers disagree on its actions; using the first path",
+                        paths[0].describe())
+        routes.append(paths[0])
+    return routes
+
+
+def parse_numeric(text: str, top: int, where: str) -> Intervals:
+    """FRR's `>= 80 , <= 90 , = 443 ` back to intervals (the grammar in the docstring)."""
+    entries = []
+    for piece in text.split(","):
+        m = NUMERIC_ENTRY.match(piece.strip())
+        if not m:
+            raise BadRoute(f"{where}: cannot read {text.strip()!r}")
+        op, value = m.group(1), int(m.group(2))
+        if value > top:
+            raise BadRoute(f"{where}: value {value} out of range 0-{top}")
+        if op == "":
+            raise BadRoute(f"{where}: operator 'false' matches nothing; not installed")
+        entries.append((op, value))
+    out: list[Interval] = []
+    i = 0
+    while i < len(entries):
+        op, value = entries[i]
+        nxt = entries[i + 1] if i + 1 < len(entries) else None
+        if op in (">", ">=") and nxt and nxt[0] in ("<", "<="):
+            lo = value + (op == ">")
+            hi = nxt[1] - (nxt[0] == "<")
+            if lo > hi:
+                raise BadRoute(f"{where}: range {text.strip()!r} is empty")
+            out.append(Interval(lo, hi))
+            i += 2
+            continue
+        if op == "=":
+            out.append(Interval(value, value))
+        elif op == "<=":
+            out.append(Interval(0, value))
+        elif op == "<":
+            if value == 0:
+                raise BadRoute(f"{where}: '< 0' matches nothing")
+            out.append(Interval(0, value - 1))
+        elif op == ">=":
+            out.append(Interval(value, top))
+        elif op == ">":
+            if value >= top:
+                raise BadRoute(f"{where}: '> {value}' matches nothing")
+            out.append(Interval(value + 1, top))
+        i += 1
+    return normalize(out, top)
+
+
+def _prefix(text: str, where: str):
+    body, _, offset = text.partition("/off ")
+    if offset and offset.strip() != "0":
+        # FRR mis-reads IPv6 offsets (wire facts 2.5); the match cannot be trusted.
+        raise BadRoute(f"{where}: IPv6 prefix offset {offset.strip()} is not supported")
+    try:
+        return ipaddress.ip_network(body.strip(), strict=True)
+    except ValueError:
+        raise BadRoute(f"{where}: bad prefix {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Actions:
+    marking: int | None
+    rate: float | None
+
+
+def read_actions(route: Route, where: str) -> Actions:
+    marking = rate = None
+    for token in route.ecomlist:
+        if token.startswith("FS:marking "):
+            value = token.split(" ", 1)[1]
+            if not value.isdigit():
+                raise BadRoute(f"{where}: bad traffic-marking {token!r}")
+            marking = int(value)
+        elif token.startswith("FS:rate "):
+            try:
+                rate = float(token.split(" ", 1)[1])
+            except ValueError:
+                raise BadRoute(f"{where}: bad traffic-rate {token!r}") from None
+            if math.isnan(rate) or math.isinf(rate):
+                raise BadRoute(f"{where}: traffic-rate {token!r} is not a number")
+            # RFC 8955 section 7.3: a negative rate is treated as 0, which means discard.
+            rate = max(rate, 0.0)
+        else:
+            raise BadRoute(f"{where}: action {token!r} is not carried by flowseg; not installed")
+    return Actions(marking, rate)
+
+
+def route_to_rules(route: Route, family: Family) -> list[FlowRule]:
+    """One route as FlowRules (several only when it says `port`, either side)."""
+    where = f"route '{route.describe()}'"
+    unknown = set(route.match) - KNOWN_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise BadRoute(f"{where}: component {key!r} is not carried by flowseg; not installed")
+    any_net = family.any_net
+    src = _prefix(route.match["from"], where) if "from" in route.match else any_net
+    dst = _prefix(route.match["to"], where) if "to" in route.match else any_net
+    for net in (src, dst):
+        if net.version != family.value:
+            raise BadRoute(f"{where}: {net} in the IPv{family.value} table")
+    protocol = None
+    if "proto" in route.match:
+        protos = parse_numeric(route.match["proto"], 255, where)
+        if len(protos) != 1 or protos[0].lo != protos[0].hi:
+            raise BadRoute(f"{where}: only one protocol per route is carried")
+        protocol = protos[0].lo
+    sport = parse_numeric(route.match["srcp"], PORT_MAX, where) if "srcp" in route.match else ()
+    dport = parse_numeric(route.match["dstp"], PORT_MAX, where) if "dstp" in route.match else ()
+
+    actions = read_actions(route, where)
+    verdict = Verdict.DROP if actions.rate == 0.0 else Verdict.ACCEPT
+    if actions.rate is not None and actions.rate > 0:
+        raise BadRoute(f"{where}: rate limit {actions.rate:g} is not carried yet; not installed")
+    catch_all = src == any_net and dst == any_net and protocol is None and not (sport or dport)
+    if actions.marking is None:
+        if not catch_all:
+            raise BadRoute(f"{where}: no traffic-marking, so its place in the chain is unknown")
+        number = 0
+    elif actions.marking == 0:
+        raise BadRoute(f"{where}: traffic-marking 0 is no rule number")
+    else:
+        number = actions.marking
+    try:
+        return [
+            FlowRule(number, family, verdict, src, dst, protocol, sport, dport,
+                     comment="", origin=route.describe())
+        ]
+    except InvalidValue as exc:
+        raise BadRoute(f"{where}: {exc}") from None
+
+
+def order_key(rule: FlowRule) -> tuple:
+    """Controller order: by rule number, the policy (0) last; ties broken the same way always."""
+    return (
+        rule.number == 0,
+        rule.number,
+        rule.verdict is not Verdict.DROP,
+        str(rule.src),
+        str(rule.dst),
+        rule.protocol or 0,
+        rule.sport,
+        rule.dport,
+    )
+
+
+def route_family(route: Route) -> Family | None:
+    """The family a route's prefixes say, or None when it has no prefix."""
+    for key in ("to", "from"):
+        if key in route.match:
+            return Family.V6 if ":" in route.match[key].partition("/")[0] else Family.V4
+    return None
+
+
+def rules_from_vtysh(text: str, family: Family, mixed: bool = False) -> list[FlowRule]:
+    """All routes of one family, in the order the controller's chain had them.
+
+    mixed: the text may hold both families (a --from-file input); routes of the other family
+    are left to its own pass, and a route without any prefix cannot be placed.
+    """
+    rules: list[FlowRule] = []
+    for route in read_routes(text):
+        if mixed:
+            found = route_family(route)
+            if found is None:
+                raise BadRoute(f"route '{route.describe()}': no prefix, so its family is "
+                               "unknown; give --family ipv4 or ipv6")
+            if found is not family:
+                continue
+        rules.extend(route_to_rules(route, family))
+    rules.sort(key=order_key)
+    numbers: dict[int, Verdict] = {}
+    for rule in rules:
+        if numbers.setdefault(rule.number, rule.verdict) is not rule.verdict:
+            log.warning("rule %d arrives as both ACCEPT and DROP; DROP routes go first",
+                        rule.number)
+    return rules
