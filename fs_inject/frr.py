@@ -37,7 +37,7 @@ from flowseg.model import (
 
 log = logging.getLogger(__name__)
 
-NUMERIC_ENTRY = re.compile(r"^(<=|>=|<|>|=|) (\d+)$")
+NUMERIC_ENTRY = re.compile(r"^\s*(<=|>=|<|>|=|)\s*(\d+)\s*$")
 TOKEN_START = re.compile(r"^(FS:|UNK:|NH:|LB:|[0-9.]+:[0-9]+$)")
 # Keys that fs-inject turns into iptables matches. Others are refused, never ignored:
 # leaving out a component would widen the rule.
@@ -133,7 +133,7 @@ def parse_numeric(text: str, top: int, where: str) -> Intervals:
     """FRR's `>= 80 , <= 90 , = 443 ` back to intervals (the grammar in the docstring)."""
     entries = []
     for piece in text.split(","):
-        m = NUMERIC_ENTRY.match(piece.strip())
+        m = NUMERIC_ENTRY.match(piece)
         if not m:
             raise BadRoute(f"{where}: cannot read {text.strip()!r}")
         op, value = m.group(1), int(m.group(2))

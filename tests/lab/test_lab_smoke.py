@@ -1,5 +1,6 @@
 """The lab itself: BGP session, Flow-Spec reaching FRR, probes, and complete cleanup."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,6 @@ from flowseg.lab import (
     BIRD_INCLUDE_LINE,
     BIRD_LOG_LINE,
     EXAMPLES_DIR,
-    FRR_RUN_DIR,
     Lab,
     LabError,
     Probe,
@@ -189,10 +189,13 @@ def test_failed_start_cleans_up(tmp_path):
 
 def test_killed_test_process_leaves_nothing_after_cleanup_stale():
     script = (
-        "import sys, time\n"
+        "import json, time\n"
         "from flowseg.lab import Lab\n"
         "lab = Lab().start()\n"
-        "print(lab.pathspace, lab.tmpdir, *lab.namespaces.values(), flush=True)\n"
+        "names = {'namespaces': sorted(lab.namespaces.values()), 'tmpdir': str(lab.tmpdir),\n"
+        "         'pathspace': lab.pathspace, 'frr_run_dir': str(lab.frr_run_dir),\n"
+        "         'pids': sorted(lab.processes())}\n"
+        "print(json.dumps(names), flush=True)\n"
         "time.sleep(60)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(flowseg.__file__).resolve().parent.parent)}
@@ -200,22 +203,20 @@ def test_killed_test_process_leaves_nothing_after_cleanup_stale():
         [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
     )
     try:
-        pathspace, tmpdir, *namespaces = child.stdout.readline().split()
+        names = json.loads(child.stdout.readline())
     finally:
         child.kill()
         child.wait()
         child.stdout.close()
-    names = {
-        "namespaces": set(namespaces),
-        "tmpdir": tmpdir,
-        "pathspace": pathspace,
-        "frr_run_dir": str(FRR_RUN_DIR / pathspace),
-    }
-    # The daemons die with the test process (parent-death signal); the rest is stale.
-    deadline = time.monotonic() + 5
-    while any(item.startswith("pid ") for item in leftovers(names)):
+    names["namespaces"] = set(names["namespaces"])
+    assert len(names["pids"]) >= 2
+    # The daemons die with the test process (parent-death signal). Wait until init has also
+    # reaped them, so that not even a zombie is left for pgrep to find.
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in names["pids"]):
         assert time.monotonic() < deadline, leftovers(names)
         time.sleep(0.05)
+    # What is left is stale: namespaces, FRR run dir and temp dir of a dead process.
     assert set(netns.listnetns()) >= names["namespaces"]
     removed = cleanup_stale()
     assert names["namespaces"] <= set(removed)

@@ -8,53 +8,15 @@ against its own iptables; fs-inject runs in the switch namespace. Packets are re
 from __future__ import annotations
 
 import re
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from flowseg.scenario import RICH_PROBES, fetch, inject, load_policy
+
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[2]
-POLICIES = ROOT / "examples" / "policies"
-
-
-def command(name: str) -> list[str]:
-    """The installed console script next to this Python, else the module (source tree)."""
-    script = Path(sys.executable).parent / name
-    if script.exists():
-        return [str(script)]
-    module = {"fs-fetch": "fs_fetch.cli", "fs-inject": "fs_inject.cli"}[name]
-    return [sys.executable, "-m", module]
-
-
-def load_policy(lab, name: str, v6: bool = False) -> None:
-    for raw in (POLICIES / name).read_text().splitlines():
-        if raw.strip() and not raw.startswith("#"):
-            lab.iptables("ctl", *shlex.split(raw), v6=v6)
-
-
-def fetch(lab, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    return lab.run(
-        "ctl",
-        *command("fs-fetch"),
-        "-v",
-        "--bird-conf",
-        str(lab.bird_conf),
-        "--bird-socket",
-        str(lab.bird_socket),
-        *extra,
-        check=check,
-    )
-
-
-def inject(lab, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    return lab.run(
-        "sw", *command("fs-inject"), "-v", "--once", "--pathspace", lab.pathspace, *extra,
-        check=check,
-    )
 
 
 def bird_routes(lab, table: str = "flowtab4") -> list[str]:
@@ -127,31 +89,6 @@ def test_second_runs_change_nothing(lab):
     assert strip(after) == strip(before)
 
 
-RICH_V4 = [
-    # (proto, dport, sport, arrives) from h1 to h2, as the controller's chain decides
-    ("tcp", 8080, None, False),  # rule 1 DROP in front of rule 2's range
-    ("tcp", 8081, None, True),  # rule 2
-    ("tcp", 22, None, True),  # rule 3 multiport
-    ("tcp", 443, None, True),  # rule 3
-    ("tcp", 23, None, False),  # policy DROP
-    ("udp", 53, None, True),  # rule 4
-    ("udp", 5005, None, False),  # rule 5 DROP in front of rule 6
-    ("udp", 5500, None, True),  # rule 6
-    ("udp", 6001, None, False),  # policy
-    ("tcp", 9000, 40050, True),  # rule 8 source port range
-    ("tcp", 9000, 39999, False),  # outside rule 8's source ports
-    ("tcp", 1001, None, True),  # rule 9, first route
-    ("tcp", 1013, None, True),  # rule 9, second route (FRR's 5-pair limit split it)
-    ("tcp", 1002, None, False),  # not in rule 9's list
-]
-RICH_V6 = [
-    ("tcp", 80, True),
-    ("tcp", 81, False),
-    ("udp", 123, True),
-    ("udp", 124, False),
-]
-
-
 def test_rich_policy_keeps_order_and_meaning_for_real_packets(lab):
     load_policy(lab, "rich.sh")
     load_policy(lab, "rich6.sh", v6=True)
@@ -164,13 +101,11 @@ def test_rich_policy_keeps_order_and_meaning_for_real_packets(lab):
     assert lab.probe("tcp", dport=8080)
 
     inject(lab)
-    specs = [dict(proto=p, dport=d, sport=s) for p, d, s, _ in RICH_V4]
-    specs += [dict(proto=p, dport=d, family=6) for p, d, _ in RICH_V6]
-    specs += [dict(proto="icmp"), dict(proto="icmp6"), dict(proto="tcp", src="h2", dst="h1",
-                                                            dport=22)]
-    wanted = [a for *_, a in RICH_V4] + [a for *_, a in RICH_V6] + [True, True, False]
+    specs = [p for p, _, _ in RICH_PROBES]
     got = lab.probe_many(specs)
-    assert [(s, g) for s, g in zip(specs, got)] == [(s, w) for s, w in zip(specs, wanted)]
+    assert [(why, g) for (_, _, why), g in zip(RICH_PROBES, got)] == [
+        (why, want) for _, want, why in RICH_PROBES
+    ]
 
     # FRR never reset the session on the way (the 7-port rule was split for it).
     now = lab.frr_session()
