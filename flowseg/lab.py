@@ -308,6 +308,9 @@ def cleanup_stale() -> list[str]:
     for name in ns_names:
         try:
             netns.remove(name)
+        except FileNotFoundError:
+            # Another process's cleanup_stale got there first.
+            pass
         except OSError as exc:
             log.warning("cannot remove stale netns %s: %s", name, exc)
     for name in pathspaces:
@@ -479,6 +482,7 @@ class Lab:
         self._icmp_ids = itertools.cycle(range(1, 0x10000))
         self._started = False
         self._closed = False
+        self._owner = os.getpid()
         _LIVE.add(self)
 
     def __repr__(self) -> str:
@@ -1019,8 +1023,11 @@ class Lab:
 
 
 def _close_all() -> None:
-    # Labs that a crashed test or an interrupted session left open.
+    # Labs that a crashed test or an interrupted session left open. A forked child that exits
+    # through atexit must not close its parent's labs.
     for lab in list(_LIVE):
+        if lab._owner != os.getpid():
+            continue
         try:
             lab.close()
         except Exception:

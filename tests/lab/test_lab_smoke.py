@@ -216,8 +216,7 @@ def test_killed_test_process_leaves_nothing_after_cleanup_stale():
     while any(Path(f"/proc/{pid}").exists() for pid in names["pids"]):
         assert time.monotonic() < deadline, leftovers(names)
         time.sleep(0.05)
-    # What is left is stale: namespaces, FRR run dir and temp dir of a dead process.
-    assert set(netns.listnetns()) >= names["namespaces"]
-    removed = cleanup_stale()
-    assert names["namespaces"] <= set(removed)
+    # What is left (namespaces, FRR run dir, temp dir) is stale: its owner is dead. A lab that
+    # another test run starts meanwhile may clean it up first, so only the end state counts.
+    cleanup_stale()
     assert leftovers(names) == []
