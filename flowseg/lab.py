@@ -666,6 +666,19 @@ class Lab:
                 parts.append(f"--- {name} ---\n" + "\n".join(text.splitlines()[-lines:]))
         return "\n".join(parts)
 
+    def kill(self, daemon: str, sig: int = signal.SIGKILL) -> None:
+        """Stop "bird" or "bgpd" the hard way, as a crash would (a fault test's first step)."""
+        proc = self._daemons.pop(daemon)
+        proc.send_signal(sig)
+        proc.wait(timeout=10)
+        if daemon == "bird":
+            with contextlib.suppress(FileNotFoundError):
+                self.bird_socket.unlink()
+
+    def revive(self, daemon: str) -> None:
+        """Start "bird" or "bgpd" again after kill(), with the same configuration."""
+        {"bird": self._start_bird, "bgpd": self._start_bgpd}[daemon]()
+
     def processes(self) -> set[int]:
         """Live processes that belong to this lab."""
         return _find_pids(

@@ -84,6 +84,6 @@ def fetch(lab, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
 def inject(lab, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     """fs-inject --once in the switch namespace, against the lab's FRR pathspace."""
     return lab.run(
-        "sw", *command("fs-inject"), "-v", "--once", "--pathspace", lab.pathspace, *extra,
-        check=check,
+        "sw", *command("fs-inject"), "-v", "--once", "--pathspace", lab.pathspace,
+        "--lock-file", str(lab.tmpdir / "fs-inject.lock"), *extra, check=check,
     )

@@ -7,6 +7,7 @@ transaction per family. When anything cannot be read or applied, the chain in fo
 
 from __future__ import annotations
 
+import enum
 import logging
 import signal
 import sys
@@ -20,9 +21,29 @@ from flowseg.errors import EXIT_CODES, FlowsegError
 from flowseg.iptables import check_chain_name, read_state, render_chain, render_restore
 from flowseg.logs import setup_logging
 from flowseg.model import Family
-from fs_inject import frr, system
+from fs_inject import frr, show, system
 
 log = logging.getLogger("fs-inject")
+
+EXIT_APPLIED = 10
+EXIT_HELP = EXIT_CODES + f"""
+With --detailed-exit, --once exits 0 when nothing changed and {EXIT_APPLIED} when it applied."""
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    KEPT = "kept"  # no established session: chain left as it was
+
+
+@dataclass(frozen=True)
+class Options:
+    families: tuple[Family, ...]
+    chain: str
+    parent: str
+    stateful: bool
+    on_session_down: str
+    dry_run: bool
 
 
 @dataclass
@@ -30,76 +51,109 @@ class Plan:
     family: Family
     lines: list[str]
     restore: str | None
+    repaired: int = 0
 
 
-def plan_family(
-    switch: system.Switch,
-    family: Family,
-    routes_text: str,
-    chain: str,
-    parent: str,
-    dry_run: bool,
-    mixed: bool,
-) -> Plan:
-    rules = frr.rules_from_vtysh(routes_text, family, mixed=mixed)
-    lines = render_chain(rules, chain)
-    log.info("read %d flowspec routes for IPv%d: %d rules", len(rules), family.value, len(lines))
-    for line in lines:
-        log.debug("wanted: %s", line)
-    if dry_run:
-        state = read_state("", family, chain, parent)
+def plan_family(switch: system.Switch, family: Family, routes_text: str, opts: Options,
+                mixed: bool, session_up: bool) -> Plan:
+    if session_up:
+        entries = frr.rules_from_vtysh(routes_text, family, mixed=mixed)
     else:
-        state = read_state(switch.iptables_save(family), family, chain, parent)
-    restore = render_restore(lines, state, chain, parent, family)
-    if restore is not None and state.exists and state.rules:
-        changed = len(set(state.rules) ^ set(lines))
-        log.info("IPv%d %s differs from the routes in %d rules", family.value, chain, changed)
-    return Plan(family, lines, restore)
+        entries = []
+    lines = render_chain(entries, opts.chain, stateful=opts.stateful)
+    log.info("read %d flowspec routes for IPv%d: %d rules", len(entries), family.value, len(lines))
+    if log.isEnabledFor(logging.DEBUG):
+        for line in lines:
+            log.debug("wanted: %s", line)
+    if opts.dry_run:
+        state = read_state("", family, opts.chain, opts.parent)
+    else:
+        state = read_state(switch.iptables_save(family), family, opts.chain, opts.parent)
+    restore = render_restore(lines, state, opts.chain, opts.parent, family)
+    repaired = 0
+    if restore is not None and state.rules:
+        repaired = len(set(state.rules) ^ set(lines))
+    return Plan(family, lines, restore, repaired)
 
 
-def run_once(
-    switch: system.Switch,
-    families: list[Family],
-    from_text: str | None,
-    chain: str,
-    parent: str,
-    dry_run: bool,
-) -> bool:
+def session_state(switch: system.Switch, family: Family) -> bool:
+    peers = switch.flowspec_peers(family)
+    up = [p.address for p in peers if p.established]
+    if not up:
+        states = ", ".join(f"{p.address} {p.state}" for p in peers) or "no flowspec neighbor"
+        log.warning("IPv%d flowspec: no Established session (%s)", family.value, states)
+    return bool(up)
+
+
+def run_once(switch: system.Switch, opts: Options, from_text: str | None) -> Outcome:
     """Read every family first, then apply: a bad route in one family changes nothing at all."""
     plans = []
-    for family in families:
-        text = from_text if from_text is not None else switch.flowspec_json(family)
-        mixed = from_text is not None and len(families) > 1
-        plans.append(plan_family(switch, family, text, chain, parent, dry_run, mixed))
-    if dry_run:
+    kept = False
+    for family in opts.families:
+        if from_text is not None:
+            # The file is the whole truth: no daemon is asked anything.
+            text, up = from_text, True
+        else:
+            up = session_state(switch, family)
+            text = switch.flowspec_json(family) if up else ""
+            if not up and opts.on_session_down == "keep":
+                log.warning("IPv%d %s kept as it was until a session is back "
+                            "(--on-session-down flush empties it)", family.value, opts.chain)
+                kept = True
+                continue
+        mixed = from_text is not None and len(opts.families) > 1
+        plans.append(plan_family(switch, family, text, opts, mixed, up))
+    if opts.dry_run:
         for p in plans:
             sys.stdout.write(f"# IPv{p.family.value}\n{p.restore or ''}")
-        return False
+        return Outcome.UNCHANGED
     changed = False
     for p in plans:
         if p.restore is None:
             log.info("IPv%d %s unchanged (%d rules): nothing written",
-                     p.family.value, chain, len(p.lines))
+                     p.family.value, opts.chain, len(p.lines))
             continue
         switch.iptables_restore(p.family, p.restore)
-        log.warning("applied IPv%d %s: %d rules", p.family.value, chain, len(p.lines))
+        if p.repaired:
+            log.warning("applied IPv%d %s: %d rules (%d rules differed from the routes, "
+                        "edited by hand or a new policy)", p.family.value, opts.chain,
+                        len(p.lines), p.repaired)
+        else:
+            log.warning("applied IPv%d %s: %d rules", p.family.value, opts.chain, len(p.lines))
         changed = True
-    return changed
+    if changed:
+        return Outcome.APPLIED
+    return Outcome.KEPT if kept else Outcome.UNCHANGED
 
 
-class Stop:
-    """SIGTERM/SIGINT set a flag; the loop exits between applies, never in the middle."""
+class Signals:
+    """SIGTERM/SIGINT: stop between applies, never in the middle; SIGHUP: poll now."""
 
     def __init__(self) -> None:
-        self.requested = False
-        signal.signal(signal.SIGTERM, self._set)
-        signal.signal(signal.SIGINT, self._set)
+        self.stop = False
+        self.poll_now = False
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._hup)
 
-    def _set(self, signum, frame) -> None:
-        self.requested = True
+    def _stop(self, signum, frame) -> None:
+        self.stop = True
+
+    def _hup(self, signum, frame) -> None:
+        self.poll_now = True
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop and not self.poll_now and time.monotonic() < deadline:
+            time.sleep(min(0.1, seconds))
+        self.poll_now = False
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
+def error_line(exc: FlowsegError, chain: str) -> str:
+    return f"fs-inject: {str(exc).rstrip('.')}. {chain} kept as it was."
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_HELP)
 @click.option("--once", is_flag=True, help="Apply once and exit (for cron).")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds between polls without --once.")
@@ -109,14 +163,29 @@ class Stop:
 @click.option("--chain", default="FLOWSPEC", show_default=True, help="Chain fs-inject owns.")
 @click.option("--parent", default="FORWARD", show_default=True,
               help="Built-in chain that jumps to --chain, first.")
+@click.option("--stateful", is_flag=True,
+              help="Accept ESTABLISHED,RELATED traffic first, so replies of allowed flows pass.")
+@click.option("--on-session-down", type=click.Choice(["keep", "flush"]), default="keep",
+              show_default=True,
+              help="With no Established flowspec session: keep the chain, or empty it.")
+@click.option("--backend", type=click.Choice(["auto", "nft", "legacy"]), default="auto",
+              show_default=True, help="iptables backend; auto: the one holding the host's rules.")
+@click.option("--lock-file", default="/run/fs-inject.lock", show_default=True,
+              help="Held while applying, so a cron run and the daemon never interleave.")
 @click.option("--from-file", type=click.File("r"),
               help="Read vtysh detail JSON from FILE or - instead of running vtysh.")
 @click.option("--dry-run", is_flag=True, help="Print the iptables-restore input; touch nothing.")
+@click.option("--show", "show_state", is_flag=True,
+              help="Print the installed rules with their packet and byte counters.")
+@click.option("--json", "as_json", is_flag=True, help="With --show: JSON for scripts.")
+@click.option("--detailed-exit", is_flag=True,
+              help=f"--once exits {EXIT_APPLIED} when it applied a change, 0 when unchanged.")
 @click.option("-v", "--verbose", count=True, help="More log (-v info, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Errors only.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(__version__, prog_name="fs-inject")
-def main(once, interval, pathspace, family, chain, parent, from_file, dry_run, verbose, quiet,
+def main(once, interval, pathspace, family, chain, parent, stateful, on_session_down, backend,
+         lock_file, from_file, dry_run, show_state, as_json, detailed_exit, verbose, quiet,
          debug) -> None:
     """Install FRR's Flow-Spec routes as the switch's FLOWSPEC iptables chain."""
     setup_logging("fs-inject", verbose, quiet, debug)
@@ -125,30 +194,46 @@ def main(once, interval, pathspace, family, chain, parent, from_file, dry_run, v
         check_chain_name(parent)
     except FlowsegError as exc:
         raise click.BadParameter(str(exc)) from None
-    families = {"ipv4": [Family.V4], "ipv6": [Family.V6]}.get(family, [Family.V4, Family.V6])
-    switch = system.Switch(pathspace)
-    from_text = from_file.read() if from_file is not None else None
-    if once or dry_run or from_text is not None:
+    families = {"ipv4": (Family.V4,), "ipv6": (Family.V6,)}.get(family, (Family.V4, Family.V6))
+    opts = Options(families, chain, parent, stateful, on_session_down, dry_run)
+    switch = system.Switch(pathspace, backend)
+
+    if show_state:
         try:
-            run_once(switch, families, from_text, chain, parent, dry_run)
+            show.show(switch, families, chain, as_json)
         except FlowsegError as exc:
-            if debug:
-                log.exception("failed")
-            click.echo(f"fs-inject: {str(exc).rstrip('.')}. {chain} kept as it was.", err=True)
+            click.echo(f"fs-inject: {exc}", err=True)
             sys.exit(exc.exit_code)
         return
 
-    stop = Stop()
-    log.info("polling FRR every %g s", interval)
-    while not stop.requested:
+    from_text = from_file.read() if from_file is not None else None
+    if once or dry_run or from_text is not None:
         try:
-            run_once(switch, families, None, chain, parent, False)
+            if dry_run:
+                outcome = run_once(switch, opts, from_text)
+            else:
+                with system.Lock(lock_file):
+                    outcome = run_once(switch, opts, from_text)
         except FlowsegError as exc:
-            log.error("%s; %s kept as it was, retrying in %g s", exc, chain, interval)
-        deadline = time.monotonic() + interval
-        while not stop.requested and time.monotonic() < deadline:
-            time.sleep(min(0.2, interval))
-    log.info("stopping")
+            if debug:
+                log.exception("failed")
+            click.echo(error_line(exc, chain), err=True)
+            sys.exit(exc.exit_code)
+        if detailed_exit and outcome is Outcome.APPLIED:
+            sys.exit(EXIT_APPLIED)
+        return
+
+    signals = Signals()
+    log.info("polling FRR every %g s", interval)
+    while not signals.stop:
+        try:
+            with system.Lock(lock_file):
+                run_once(switch, opts, None)
+        except FlowsegError as exc:
+            log.error("%s", error_line(exc, chain).removeprefix("fs-inject: ")
+                      + f" Retrying in {interval:g} s.")
+        signals.sleep(interval)
+    log.info("stopping on signal")
 
 
 if __name__ == "__main__":

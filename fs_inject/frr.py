@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 
 from flowseg.errors import BadInput, BadRoute, InvalidValue
+from flowseg.iptables import ChainEntry
 from flowseg.model import (
     PORT_MAX,
     Family,
@@ -184,14 +185,19 @@ def _prefix(text: str, where: str):
         raise BadRoute(f"{where}: bad prefix {text!r}") from None
 
 
+RT_TOKEN = re.compile(r"^(\d+(?:\.\d+){3}|\d+):(\d+)$")
+
+
 @dataclass(frozen=True)
 class Actions:
     marking: int | None
     rate: float | None
+    targets: tuple[str, ...] = ()
 
 
 def read_actions(route: Route, where: str) -> Actions:
     marking = rate = None
+    targets: list[str] = []
     for token in route.ecomlist:
         if token.startswith("FS:marking "):
             value = token.split(" ", 1)[1]
@@ -207,13 +213,23 @@ def read_actions(route: Route, where: str) -> Actions:
                 raise BadRoute(f"{where}: traffic-rate {token!r} is not a number")
             # RFC 8955 section 7.3: a negative rate is treated as 0, which means discard.
             rate = max(rate, 0.0)
+        elif token.startswith("FS:action "):
+            # FRR prints the wrong bits of traffic-action (wire facts 3.2): the terminal and
+            # sample flags cannot be read, so the action is not honoured; the match stands.
+            log.info("%s: traffic-action %r not honoured (FRR misreports it)", where, token)
+        elif RT_TOKEN.match(token):
+            # A route target (or a look-alike SoO) changes no match and no verdict.
+            targets.append(token)
+        elif token.startswith("FS:redirect") or token.startswith("NH:"):
+            raise BadRoute(f"{where}: redirect action {token!r} is not carried by flowseg; "
+                           "not installed (it would widen into ACCEPT)")
         else:
             raise BadRoute(f"{where}: action {token!r} is not carried by flowseg; not installed")
-    return Actions(marking, rate)
+    return Actions(marking, rate, tuple(targets))
 
 
-def route_to_rules(route: Route, family: Family) -> list[FlowRule]:
-    """One route as FlowRules (several only when it says `port`, either side)."""
+def route_to_rules(route: Route, family: Family) -> list[ChainEntry]:
+    """One route as chain entries (several only when it says `port`, either side)."""
     where = f"route '{route.describe()}'"
     unknown = set(route.match) - KNOWN_KEYS
     if unknown:
@@ -236,8 +252,7 @@ def route_to_rules(route: Route, family: Family) -> list[FlowRule]:
 
     actions = read_actions(route, where)
     verdict = Verdict.DROP if actions.rate == 0.0 else Verdict.ACCEPT
-    if actions.rate is not None and actions.rate > 0:
-        raise BadRoute(f"{where}: rate limit {actions.rate:g} is not carried yet; not installed")
+    rate = actions.rate if actions.rate else None
     catch_all = src == any_net and dst == any_net and protocol is None and not (sport or dport)
     if actions.marking is None:
         if not catch_all:
@@ -248,16 +263,20 @@ def route_to_rules(route: Route, family: Family) -> list[FlowRule]:
     else:
         number = actions.marking
     try:
-        return [
-            FlowRule(number, family, verdict, src, dst, protocol, sport, dport,
-                     comment="", origin=route.describe())
-        ]
+        rule = FlowRule(number, family, verdict, src, dst, protocol, sport, dport,
+                        comment="", origin=route.describe())
+        return [ChainEntry(rule, rate)]
     except InvalidValue as exc:
         raise BadRoute(f"{where}: {exc}") from None
 
 
-def order_key(rule: FlowRule) -> tuple:
-    """Controller order: by rule number, the policy (0) last; ties broken the same way always."""
+def order_key(entry: ChainEntry) -> tuple:
+    """Controller order: by rule number, the policy (0) last; ties broken the same way always.
+
+    Routes of one rule (a long list split for FRR) share a number and a verdict, so their
+    order among themselves does not change what the chain does.
+    """
+    rule = entry.rule
     return (
         rule.number == 0,
         rule.number,
@@ -267,6 +286,7 @@ def order_key(rule: FlowRule) -> tuple:
         rule.protocol or 0,
         rule.sport,
         rule.dport,
+        entry.rate or 0.0,
     )
 
 
@@ -278,13 +298,13 @@ def route_family(route: Route) -> Family | None:
     return None
 
 
-def rules_from_vtysh(text: str, family: Family, mixed: bool = False) -> list[FlowRule]:
+def rules_from_vtysh(text: str, family: Family, mixed: bool = False) -> list[ChainEntry]:
     """All routes of one family, in the order the controller's chain had them.
 
     mixed: the text may hold both families (a --from-file input); routes of the other family
     are left to its own pass, and a route without any prefix cannot be placed.
     """
-    rules: list[FlowRule] = []
+    rules: list[ChainEntry] = []
     for route in read_routes(text):
         if mixed:
             found = route_family(route)
@@ -296,7 +316,8 @@ def rules_from_vtysh(text: str, family: Family, mixed: bool = False) -> list[Flo
         rules.extend(route_to_rules(route, family))
     rules.sort(key=order_key)
     numbers: dict[int, Verdict] = {}
-    for rule in rules:
+    for entry in rules:
+        rule = entry.rule
         if numbers.setdefault(rule.number, rule.verdict) is not rule.verdict:
             log.warning("rule %d arrives as both ACCEPT and DROP; DROP routes go first",
                         rule.number)

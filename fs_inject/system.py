@@ -1,27 +1,52 @@
 """The switch side's contact with the system: vtysh, iptables-save and iptables-restore.
 
-Checked with FRR 8.4.4 and iptables 1.8.9. vtysh exits 0 with `{"warning": ...}` for some
-failures and exits 1 with `bgpd is not running` on stderr when bgpd is down (wire facts 1.3):
-neither means "no routes", and neither may empty the chain.
+Checked with FRR 8.4.4 and iptables 1.8.9 (both backends). vtysh exits 0 with
+`{"warning": ...}` for some failures and exits 1 with `bgpd is not running` on stderr when bgpd
+is down (wire facts 1.3): neither means "no routes", and neither may empty the chain.
+
+iptables has two backends, legacy (x_tables) and nf_tables, and the host's rules live in one
+of them. Writing into the other would leave our chain invisible to the packets' path through
+the host's real rules, so the backend is detected the way kubernetes' iptables-wrappers does it:
+whichever backend holds more rules is the one in use; a tie goes to what `iptables` points to.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+import os
+import time
+from dataclasses import dataclass
 
-from flowseg.errors import ApplyFailed, ToolFailed
+from flowseg.errors import ApplyFailed, BadInput, ToolFailed
 from flowseg.model import Family
-from flowseg.run import iptables_save, run
+from flowseg.run import run
 
 log = logging.getLogger(__name__)
+
+INCOMPATIBLE = "is incompatible, use 'nft' tool"
+
+
+@dataclass(frozen=True)
+class Peer:
+    address: str
+    state: str
+
+    @property
+    def established(self) -> bool:
+        return self.state == "Established"
 
 
 class Switch:
     """vtysh and iptables on the switch, as one object the CLI is given."""
 
-    def __init__(self, pathspace: str | None = None, wait: int = 10) -> None:
+    def __init__(self, pathspace: str | None = None, backend: str = "auto", wait: int = 10):
         self.pathspace = pathspace
         self.wait = wait
+        self._backend = backend if backend != "auto" else None
+
+    # -- FRR --------------------------------------------------------------------------------
 
     def vtysh(self, command: str) -> str:
         argv = ["vtysh"]
@@ -35,12 +60,107 @@ class Switch:
     def flowspec_json(self, family: Family) -> str:
         return self.vtysh(f"show bgp {family.afi} flowspec detail json")
 
-    def iptables_save(self, family: Family) -> str:
-        return iptables_save(family)
+    def flowspec_peers(self, family: Family) -> list[Peer]:
+        """The neighbors of the flowspec address family and their BGP state."""
+        text = self.vtysh(f"show bgp {family.afi} flowspec summary json")
+        return parse_summary(text)
+
+    # -- iptables ---------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        if self._backend is None:
+            self._backend = detect_backend()
+            log.info("iptables backend: %s", self._backend)
+        return self._backend
+
+    def _prog(self, family: Family, verb: str) -> str:
+        base = "iptables" if family is Family.V4 else "ip6tables"
+        return f"{base}-{self.backend}-{verb}" if self.backend != "default" else f"{base}-{verb}"
+
+    def iptables_save(self, family: Family, counters: bool = False) -> str:
+        prog = self._prog(family, "save")
+        res = run([prog, "-t", "filter", *(["-c"] if counters else [])])
+        if res.exit_code != 0:
+            raise ToolFailed(f"{prog}: {res.first_error_line()}")
+        if INCOMPATIBLE in res.stdout:
+            raise ToolFailed(f"{prog}: the filter table was written by nft directly; "
+                             "fs-inject cannot read it")
+        return res.stdout
 
     def iptables_restore(self, family: Family, text: str) -> None:
-        prog = "iptables-restore" if family is Family.V4 else "ip6tables-restore"
+        prog = self._prog(family, "restore")
         # --wait: another writer holding the xtables lock delays us instead of failing us.
         res = run([prog, "--noflush", "--wait", str(self.wait)], input=text)
         if res.exit_code != 0:
             raise ApplyFailed(f"{prog}: {res.first_error_line()}")
+
+
+def parse_summary(text: str) -> list[Peer]:
+    if not text.strip():
+        return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"vtysh summary JSON unreadable: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise BadInput("vtysh summary JSON is not an object")
+    if "warning" in data:
+        raise BadInput(f"vtysh answered {data['warning']!r} instead of a summary")
+    peers = data.get("peers", {})
+    if not isinstance(peers, dict):
+        raise BadInput("vtysh summary has no peers object")
+    return [Peer(str(addr), str(info.get("state", ""))) for addr, info in sorted(peers.items())
+            if isinstance(info, dict)]
+
+
+def _rule_count(prog: str) -> int | None:
+    try:
+        res = run([prog])
+    except ToolFailed:
+        return None
+    if res.exit_code != 0:
+        return None
+    return sum(1 for line in res.stdout.splitlines() if line.startswith("-A "))
+
+
+def detect_backend() -> str:
+    """"nft", "legacy", or "default" when the host has only plain iptables commands."""
+    nft = _rule_count("iptables-nft-save")
+    legacy = _rule_count("iptables-legacy-save")
+    if nft is None or legacy is None:
+        return "default"
+    if nft != legacy:
+        return "nft" if nft > legacy else "legacy"
+    res = run(["iptables", "--version"])
+    return "legacy" if "legacy" in res.stdout else "nft"
+
+
+class Lock:
+    """An flock on a file, so a cron run and the daemon never apply at the same time."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.fd: int | None = None
+
+    def __enter__(self) -> Lock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    self.fd = None
+                    raise ToolFailed(f"lock {self.path} held by another fs-inject for "
+                                     f"{self.timeout:.0f} s") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

@@ -16,12 +16,16 @@ FIX = Path(__file__).resolve().parents[1] / "fixtures"
 DOCS = FIX / "frr" / "lab-2026-12-03-docs"
 
 
+def rules_of(text: str, family: Family):
+    return [entry.rule for entry in frr.rules_from_vtysh(text, family)]
+
+
 def vtysh(case: str, family: int = 4) -> str:
     return (FIX / "frr" / case / f"vtysh-flowspec-v{family}.json").read_text()
 
 
 def test_slides_routes_come_back_in_order_with_policy_last():
-    rules = frr.rules_from_vtysh(vtysh("slides"), Family.V4)
+    rules = rules_of(vtysh("slides"), Family.V4)
     assert [(r.number, r.verdict) for r in rules] == [(1, Verdict.ACCEPT), (0, Verdict.DROP)]
     assert rules[0].src == ipaddress.ip_network("2.0.0.1/32")
     assert rules[0].dst == ipaddress.ip_network("1.0.0.1/32")
@@ -33,7 +37,7 @@ def test_rich_routes_mean_what_the_controller_chain_meant(family):
     text = (FIX / "iptables" / "rich" / "iptables-save.txt").read_text()
     table = next(t for t in split_families(text) if t.family is family)
     controller = parse_policy(table, "FORWARD")
-    got = frr.rules_from_vtysh(vtysh("rich", family.value), family)
+    got = rules_of(vtysh("rich", family.value), family)
     # Merge the routes a long port list was split into, then compare rule by rule.
     merged: dict[int, list] = {}
     for rule in got:
@@ -55,7 +59,7 @@ def test_empty_output_is_an_empty_table():
 
 
 def test_v6_slides_policy_accept_has_no_community():
-    (rule,) = frr.rules_from_vtysh(vtysh("slides", 6), Family.V6)
+    (rule,) = rules_of(vtysh("slides", 6), Family.V6)
     assert rule.is_policy and rule.verdict is Verdict.ACCEPT
 
 
