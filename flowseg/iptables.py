@@ -15,6 +15,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from flowseg import model
 from flowseg.errors import BadInput, InvalidValue, UnsupportedRule
 from flowseg.model import (
     PORT_MAX,
@@ -45,6 +46,24 @@ def check_chain_name(name: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Reading iptables-save
+#
+# What each iptables match becomes (RFC 8955 / RFC 8956 component types):
+#   -s, -d                                  2, 1 (a negated prefix cannot be said: refused)
+#   [!] -p NAME|N                           3 (IPv6: the upper-layer next header)
+#   -m tcp|udp|sctp|dccp [!] --sport/--dport 6, 5 (N, N:M, :M, N:)
+#   -m multiport [!] --sports/--dports      6, 5
+#   -m multiport --ports                    4 (! --ports: neither side, so sport AND dport)
+#   -m icmp [!] --icmp-type, -m icmp6 ...   7 and 8 (a negated type with a code is refused)
+#   -m tcp --tcp-flags MASK COMP, --syn     9 ("! --tcp-flags" is refused)
+#   -m length [!] --length                  10
+#   -m dscp [!] --dscp, --dscp-class        11
+#   [!] -f, ip6tables -m frag --fragfirst --fragmore   12
+#   -m comment --comment                    the route's comment in the BIRD file
+# A `!` becomes the complement of the interval list (flowseg.model.complement).
+
+
+class StatefulRule(UnsupportedRule):
+    """The plain return-traffic rule: not carried, fs-inject --stateful stands in for it."""
 
 
 @dataclass
@@ -71,9 +90,9 @@ def split_families(text: str) -> list[SavedTable]:
         if not line:
             continue
         if line.startswith("#"):
-            if "ip6tables-save" in line:
+            if re.search(r"ip6tables(-nft|-legacy)?-save", line):
                 family_hint = Family.V6
-            elif "iptables-save" in line:
+            elif re.search(r"iptables(-nft|-legacy)?-save", line):
                 family_hint = Family.V4
             continue
         if line.startswith("*"):
@@ -118,120 +137,518 @@ def _looks_v6(table: SavedTable) -> bool:
     return False
 
 
-def parse_policy(table: SavedTable, chain: str = "FORWARD") -> Policy:
-    """The chain's rules, in order, as FlowRules; refuses what Flow-Spec cannot carry."""
+# Targets that never end a packet's walk through the chain: leaving such a rule out changes
+# no verdict. Any other target (DROP, REJECT, a user chain, RETURN...) may stop a packet.
+_PASS_THROUGH_TARGETS = {
+    "ACCEPT", "LOG", "NFLOG", "ULOG", "MARK", "CONNMARK", "CLASSIFY", "DSCP", "TOS", "TCPMSS",
+    "TRACE", "AUDIT", "CT", "NOTRACK", "TEE", "SECMARK", "CONNSECMARK", "IDLETIMER", "LED",
+}
+
+
+def parse_policy(
+    table: SavedTable,
+    chain: str = "FORWARD",
+    skip_unsupported: bool = False,
+    force: bool = False,
+) -> Policy:
+    """The chain's rules, in order, as FlowRules; refuses what Flow-Spec cannot carry.
+
+    A rule keeps its FORWARD position as its number even when rules in front of it are left
+    out, so the order on the switch is the controller's. skip_unsupported leaves refused rules
+    out with a warning each, but never one that may stop a packet (DROP, REJECT, a jump) in
+    front of an ACCEPT that could match the same traffic, since leaving it out would let that
+    traffic through; force leaves those out too.
+    """
     if chain not in table.policies:
         raise BadInput(f"no {chain} chain in the IPv{table.family.value} filter table")
     default = table.policies[chain]
     if default not in ("ACCEPT", "DROP"):
         raise UnsupportedRule(f"{chain} is a user chain (no policy); point --chain at a built-in")
-    rules = []
+    rules: list[FlowRule] = []
+    skipped: list[str] = []
+    left_out: list[tuple[int, str, tuple]] = []  # rules that may stop a packet
+    accepts_before_stateful: list[int] = []
     for number, args in enumerate(table.rules.get(chain, []), 1):
-        rules.append(parse_rule(args, number, table.family, chain))
-    return Policy(table.family, chain, Verdict(default), tuple(rules))
+        notices: list[str] = []
+        try:
+            rule = parse_rule(args, number, table.family, chain, notices)
+        except StatefulRule as exc:
+            drops = [r.number for r in rules if r.verdict is Verdict.DROP]
+            note = f"{exc}"
+            if drops:
+                note += (f"; careful: on the switch it comes first, so rule"
+                         f"{'s' if len(drops) > 1 else ''} {_numbers(drops)} no longer "
+                         "apply to return traffic")
+            log.warning("%s", note)
+            skipped.append(note)
+            accepts_before_stateful.append(number)
+            continue
+        except UnsupportedRule as exc:
+            if not skip_unsupported:
+                raise
+            log.warning("%s; left out (--skip-unsupported)", exc)
+            skipped.append(str(exc))
+            if _may_stop(args, default):
+                left_out.append((number, str(exc), _rough_match(args, table.family)))
+            continue
+        for note in notices:
+            log.warning("%s", note)
+        rules.append(rule)
+    if left_out and not force:
+        _refuse_widening(left_out, rules, default, chain)
+    return Policy(table.family, chain, Verdict(default), tuple(rules), tuple(skipped))
 
 
-def parse_rule(args: str, number: int, family: Family, chain: str = "FORWARD") -> FlowRule:
-    """One rule's arguments (as iptables-save writes them after `-A CHAIN`)."""
+def _numbers(numbers: list[int]) -> str:
+    return ", ".join(str(n) for n in numbers)
+
+
+def _may_stop(args: str, default: str) -> bool:
+    """Whether the rule may end a packet's walk with something other than ACCEPT."""
+    try:
+        tokens = shlex.split(args)
+    except ValueError:
+        return True
+    target = None
+    for opt, val in zip(tokens, tokens[1:]):
+        if opt in ("-j", "--jump", "-g", "--goto"):
+            target = val if opt in ("-j", "--jump") else "(goto)"
+    if target is None:
+        return False
+    if target == "RETURN":
+        # RETURN in a built-in chain applies its policy.
+        return default != "ACCEPT"
+    return target not in _PASS_THROUGH_TARGETS
+
+
+def _rough_match(args: str, family: Family) -> tuple:
+    """The prefixes and protocol of a rule flowseg cannot carry, where they can be read.
+
+    Anything unreadable or negated counts as "any", so the widening check errs on the side of
+    refusing.
+    """
+    any_net = family.any_net
+    src = dst = any_net
+    protocol = None
+    try:
+        tokens = shlex.split(args)
+    except ValueError:
+        return (src, dst, protocol)
+    for i, tok in enumerate(tokens[:-1]):
+        if i and tokens[i - 1] == "!":
+            continue
+        val = tokens[i + 1]
+        try:
+            if tok in ("-s", "--source"):
+                src = ipaddress.ip_network(val, strict=False)
+            elif tok in ("-d", "--destination"):
+                dst = ipaddress.ip_network(val, strict=False)
+            elif tok in ("-p", "--protocol") and val != "all":
+                protocol = protocol_number(val) or None
+        except (ValueError, InvalidValue):
+            continue
+    if src.version != family.value or dst.version != family.value:
+        return (any_net, any_net, protocol)
+    return (src, dst, protocol)
+
+
+def _refuse_widening(left_out, rules: list[FlowRule], default: str, chain: str) -> None:
+    for number, why, (src, dst, protocol) in left_out:
+        for rule in rules:
+            if rule.number < number or rule.verdict is not Verdict.ACCEPT:
+                continue
+            same_proto = (
+                protocol is None
+                or rule.protocol is None
+                or (rule.protocol == protocol) != rule.protocol_negated
+            )
+            if src.overlaps(rule.src) and dst.overlaps(rule.dst) and same_proto:
+                raise UnsupportedRule(
+                    f"{chain} rule {number}: leaving it out would let rule {rule.number} "
+                    f"accept traffic it stops ({why.split(': ', 1)[-1]}); fix the rule, or "
+                    "give --force to leave it out anyway"
+                )
+        if default == "ACCEPT":
+            raise UnsupportedRule(
+                f"{chain} rule {number}: leaving it out would let the ACCEPT policy pass "
+                f"traffic it stops ({why.split(': ', 1)[-1]}); fix the rule, or give --force "
+                "to leave it out anyway"
+            )
+
+
+# The match modules flowseg reads, and the options each one owns.
+_PORT_OPTIONS = {"--sport", "--source-port", "--dport", "--destination-port"}
+_MODULE_OPTIONS = {
+    "tcp": _PORT_OPTIONS | {"--tcp-flags", "--syn"},
+    "udp": _PORT_OPTIONS,
+    "sctp": _PORT_OPTIONS,
+    "dccp": _PORT_OPTIONS,
+    "multiport": {
+        "--sports", "--source-ports", "--dports", "--destination-ports", "--ports",
+    },
+    "icmp": {"--icmp-type"},
+    "icmp6": {"--icmpv6-type"},
+    "length": {"--length"},
+    "dscp": {"--dscp", "--dscp-class"},
+    "frag": {"--fragfirst", "--fragmore", "--fraglast"},
+    "comment": {"--comment"},
+    "conntrack": {"--ctstate"},
+    "state": {"--state"},
+}
+# iptables loads the protocol's own match when -p is given and an option needs it.
+_PROTOCOL_MODULES = {6: "tcp", 17: "udp", 33: "dccp", 132: "sctp", 1: "icmp", 58: "icmp6"}
+# ip6tables never matches these with -p: they are extension headers it walks past.
+_V6_EXTENSION_HEADERS = {43: "ipv6-route", 44: "ipv6-frag", 51: "ah", 60: "ipv6-opts"}
+_STATEFUL_STATES = {"ESTABLISHED", "RELATED"}
+_TARGETS = ("ACCEPT", "DROP", "REJECT")
+
+# iptables' own ICMP names (libxt_icmp, libip6t_icmp6): name -> (type, code or None).
+ICMP_NAMES = {
+    "echo-reply": (0, None), "pong": (0, None),
+    "destination-unreachable": (3, None), "network-unreachable": (3, 0),
+    "host-unreachable": (3, 1), "protocol-unreachable": (3, 2), "port-unreachable": (3, 3),
+    "fragmentation-needed": (3, 4), "source-route-failed": (3, 5),
+    "network-unknown": (3, 6), "host-unknown": (3, 7), "network-prohibited": (3, 9),
+    "host-prohibited": (3, 10), "tos-network-unreachable": (3, 11),
+    "tos-host-unreachable": (3, 12), "communication-prohibited": (3, 13),
+    "host-precedence-violation": (3, 14), "precedence-cutoff": (3, 15),
+    "source-quench": (4, None), "redirect": (5, None), "network-redirect": (5, 0),
+    "host-redirect": (5, 1), "tos-network-redirect": (5, 2), "tos-host-redirect": (5, 3),
+    "echo-request": (8, None), "ping": (8, None), "router-advertisement": (9, None),
+    "router-solicitation": (10, None), "time-exceeded": (11, None),
+    "ttl-exceeded": (11, None), "ttl-zero-during-transit": (11, 0),
+    "ttl-zero-during-reassembly": (11, 1), "parameter-problem": (12, None),
+    "ip-header-bad": (12, 0), "required-option-missing": (12, 1),
+    "timestamp-request": (13, None), "timestamp-reply": (14, None),
+    "address-mask-request": (17, None), "address-mask-reply": (18, None),
+}
+ICMP6_NAMES = {
+    "destination-unreachable": (1, None), "no-route": (1, 0),
+    "communication-prohibited": (1, 1), "beyond-scope": (1, 2),
+    "address-unreachable": (1, 3), "port-unreachable": (1, 4), "failed-policy": (1, 5),
+    "reject-route": (1, 6), "packet-too-big": (2, None), "time-exceeded": (3, None),
+    "ttl-exceeded": (3, None), "ttl-zero-during-transit": (3, 0),
+    "ttl-zero-during-reassembly": (3, 1), "parameter-problem": (4, None),
+    "bad-header": (4, 0), "unknown-header-type": (4, 1), "unknown-option": (4, 2),
+    "echo-request": (128, None), "ping": (128, None), "echo-reply": (129, None),
+    "pong": (129, None), "router-solicitation": (133, None),
+    "router-advertisement": (134, None), "neighbour-solicitation": (135, None),
+    "neighbor-solicitation": (135, None), "neighbour-advertisement": (136, None),
+    "neighbor-advertisement": (136, None), "redirect": (137, None),
+}
+# RFC 2474 / 2597 / 3246 class selectors and per-hop behaviours, as --dscp-class names them.
+DSCP_CLASSES = {
+    **{f"CS{n}": 8 * n for n in range(8)},
+    **{f"AF{a}{d}": 8 * a + 2 * d for a in range(1, 5) for d in range(1, 4)},
+    "EF": 46,
+}
+# libxt_tcp's flag names; ALL is the six classic flags.
+_TCP_FLAG_WORDS = {**model.TCP_FLAGS, "ALL": 0x3F, "NONE": 0}
+
+
+class _Matches:
+    """What one rule's options add up to, field by field, before the FlowRule is built."""
+
+    def __init__(self, family: Family, where: str) -> None:
+        self.family = family
+        self.where = where
+        self.src = self.dst = family.any_net
+        self.protocol: int | None = None
+        self.protocol_negated = False
+        self.values: dict[str, Intervals] = {}
+        self.tcp_flags: model.Bitmask | None = None
+        self.fragment: model.Bitmask | None = None
+        self.frag_options: set[str] = set()
+        self.comments: list[str] = []
+        self.states: set[str] | None = None
+
+    def narrow(self, name: str, values: Intervals, top: int, label: str) -> None:
+        """Two matches on one field must both hold: keep what is in both."""
+        try:
+            self.values[name] = model.intersect(self.values.get(name, ()), values, top)
+        except InvalidValue as exc:
+            raise UnsupportedRule(f"{self.where} ({label}): {exc}") from None
+
+    def bits(self, name: str, new: model.Bitmask, label: str) -> None:
+        old = getattr(self, name)
+        if old is not None:
+            if old.want & new.mask != new.want & old.mask:
+                raise UnsupportedRule(f"{self.where} ({label}): the flag matches exclude "
+                                      "each other: it matches nothing")
+            new = model.Bitmask(old.mask | new.mask, old.want | new.want)
+        setattr(self, name, new)
+
+
+def parse_rule(
+    args: str,
+    number: int,
+    family: Family,
+    chain: str = "FORWARD",
+    notices: list[str] | None = None,
+) -> FlowRule:
+    """One rule's arguments (as iptables-save writes them after `-A CHAIN`).
+
+    notices, when given, collects what the run should tell the operator about a rule that is
+    carried with a change of behaviour (REJECT sent as DROP).
+    """
     where = f"{chain} rule {number}"
     try:
         tokens = shlex.split(args)
     except ValueError as exc:
         raise BadInput(f"{where}: cannot split {args!r}: {exc}") from None
-    any_net = family.any_net
-    src = dst = any_net
-    protocol: int | None = None
-    sport: Intervals = ()
-    dport: Intervals = ()
-    comment = ""
+    got = _Matches(family, where)
     target: str | None = None
-    modules: set[str] = set()
+    module: str | None = None
     i = 0
 
     def value(opt: str) -> str:
         nonlocal i
-        if i + 1 >= len(tokens):
+        if i + 1 >= len(tokens) or tokens[i + 1] == "!":
             raise BadInput(f"{where} ({opt}): option without a value")
         i += 1
         return tokens[i]
 
     while i < len(tokens):
-        tok = tokens[i]
-        if tok == "!":
-            opt = tokens[i + 1] if i + 1 < len(tokens) else "!"
-            raise UnsupportedRule(
-                f"{where} (! {opt}): negated matches are not carried yet; "
-                "write the rule without '!'"
-            )
-        if tok in ("-s", "--source", "-d", "--destination"):
-            net = _prefix(value(tok), family, where, tok)
-            if tok in ("-s", "--source"):
-                src = net
+        negated = tokens[i] == "!"
+        if negated:
+            i += 1
+            if i >= len(tokens):
+                raise BadInput(f"{where} (!): '!' at the end of the rule")
+        opt = tokens[i]
+        label = f"! {opt}" if negated else opt
+        if target is not None:
+            if target == "REJECT" and opt == "--reject-with":
+                value(opt)
             else:
-                dst = net
-        elif tok in ("-p", "--protocol"):
-            word = value(tok)
-            try:
-                protocol = None if word == "all" else protocol_number(word)
-            except InvalidValue as exc:
-                raise UnsupportedRule(f"{where} (-p {word}): {exc}") from None
-        elif tok in ("-m", "--match"):
-            module = value(tok)
-            if module not in ("tcp", "udp", "multiport", "comment"):
+                raise UnsupportedRule(
+                    f"{where} ({opt}): flowseg does not carry this target option; "
+                    "remove it or keep this rule off the FORWARD chain"
+                )
+        elif opt in ("-s", "--source", "-d", "--destination"):
+            if negated:
+                raise UnsupportedRule(
+                    f"{where} ({label}): flowspec cannot negate a prefix; write rules for the "
+                    "prefixes you mean instead"
+                )
+            net = _prefix(value(opt), family, where, opt)
+            if opt in ("-s", "--source"):
+                got.src = net
+            else:
+                got.dst = net
+        elif opt in ("-p", "--protocol"):
+            _protocol(got, value(opt), negated, label)
+        elif opt in ("-f", "--fragment"):
+            if family is Family.V6:
+                raise UnsupportedRule(f"{where} ({label}): ip6tables has no -f; use -m frag")
+            got.bits("fragment", model.Bitmask(model.FRAG_ISF, 0 if negated else
+                                                model.FRAG_ISF), label)
+        elif opt in ("-m", "--match"):
+            if negated:
+                raise BadInput(f"{where} (! -m): '!' in front of -m")
+            module = value(opt)
+            if module not in _MODULE_OPTIONS:
                 raise UnsupportedRule(
                     f"{where} (-m {module}): flowspec cannot carry the {module} match; "
                     "remove it or keep this rule off the FORWARD chain"
                 )
-            modules.add(module)
-        elif tok in ("--sport", "--source-port", "--dport", "--destination-port"):
-            if not modules & {"tcp", "udp"}:
-                raise UnsupportedRule(f"{where} ({tok}): ports need -p tcp or -p udp")
-            ports = _ports(value(tok), where, tok)
-            if tok.startswith("--s"):
-                sport = ports
-            else:
-                dport = ports
-        elif tok in ("--sports", "--source-ports", "--dports", "--destination-ports"):
-            if "multiport" not in modules:
-                raise UnsupportedRule(f"{where} ({tok}): needs -m multiport")
-            ports = _port_list(value(tok), where, tok)
-            if tok.startswith("--s"):
-                sport = ports
-            else:
-                dport = ports
-        elif tok == "--comment":
-            comment = value(tok)
-        elif tok in ("-j", "--jump"):
-            target = value(tok)
+        elif opt in ("-j", "--jump"):
+            target = value(opt)
+            if target not in _TARGETS:
+                raise UnsupportedRule(
+                    f"{where} (-j {target}): flowspec carries only ACCEPT and DROP; "
+                    "use one of them"
+                )
         else:
-            raise UnsupportedRule(
-                f"{where} ({tok}): flowseg does not carry this option; "
-                "remove it or keep this rule off the FORWARD chain"
-            )
+            owner = _owner(opt, module, got.protocol, got.protocol_negated)
+            if owner is None:
+                raise UnsupportedRule(
+                    f"{where} ({opt}): flowseg does not carry this option; "
+                    "remove it or keep this rule off the FORWARD chain"
+                )
+            _module_option(got, owner, opt, negated, label, value, tokens, i)
+            if opt == "--tcp-flags":
+                i += 2  # the option takes two words
         i += 1
 
-    if target not in ("ACCEPT", "DROP"):
+    if target is None:
         raise UnsupportedRule(
-            f"{where} (-j {target or 'nothing'}): flowspec carries only ACCEPT and DROP; "
-            "use one of them"
+            f"{where} (-j nothing): flowspec carries only ACCEPT and DROP; use one of them"
         )
+    comment = "; ".join(got.comments)
     if len(comment) > COMMENT_MAX:
         raise UnsupportedRule(f"{where} (--comment): longer than {COMMENT_MAX} characters")
+    if got.states is not None:
+        _stateful(got, target, where)
+    if got.frag_options:
+        _frag(got, where)
+    if target == "REJECT" and notices is not None:
+        notices.append(
+            f"{where} (-j REJECT): carried as DROP; the switches drop silently, with no ICMP "
+            "error or TCP reset to the sender"
+        )
+    verdict = Verdict.ACCEPT if target == "ACCEPT" else Verdict.DROP
     try:
         return FlowRule(
             number=number,
             family=family,
-            verdict=Verdict(target),
-            src=src,
-            dst=dst,
-            protocol=protocol,
-            sport=sport,
-            dport=dport,
+            verdict=verdict,
+            src=got.src,
+            dst=got.dst,
+            protocol=got.protocol,
+            sport=got.values.get("sport", ()),
+            dport=got.values.get("dport", ()),
+            port=got.values.get("port", ()),
+            icmp_type=got.values.get("icmp_type", ()),
+            icmp_code=got.values.get("icmp_code", ()),
+            tcp_flags=got.tcp_flags,
+            length=got.values.get("length", ()),
+            dscp=got.values.get("dscp", ()),
+            fragment=got.fragment,
+            protocol_negated=got.protocol_negated,
             comment=comment,
             origin=f"-A {chain} {args}".strip(),
         )
     except InvalidValue as exc:
         raise UnsupportedRule(f"{where}: {exc}") from None
+
+
+def _owner(opt: str, module: str | None, protocol: int | None, negated: bool) -> str | None:
+    """The module an option belongs to: the last -m, else the one -p loads implicitly."""
+    if module is not None and opt in _MODULE_OPTIONS[module]:
+        return module
+    implied = None if negated else _PROTOCOL_MODULES.get(protocol or -1)
+    if implied is not None and opt in _MODULE_OPTIONS[implied]:
+        return implied
+    return None
+
+
+def _protocol(got: _Matches, word: str, negated: bool, label: str) -> None:
+    where = got.where
+    try:
+        number = None if word.lower() == "all" else model.protocol_number(word)
+    except InvalidValue as exc:
+        raise UnsupportedRule(f"{where} ({label} {word}): {exc}") from None
+    if number == 0:
+        # iptables reads protocol 0 as "all"; ip6tables too (it is never hop-by-hop there).
+        number = None
+    if number is None:
+        if negated:
+            raise UnsupportedRule(f"{where} ({label} {word}): matches nothing; remove the rule")
+        got.protocol = None
+        return
+    if got.family is Family.V6 and number in _V6_EXTENSION_HEADERS:
+        raise UnsupportedRule(
+            f"{where} ({label} {word}): ip6tables never matches extension header {number} "
+            "with -p; remove the rule (for fragments use -m frag)"
+        )
+    got.protocol = number
+    got.protocol_negated = negated
+
+
+def _module_option(got: _Matches, module: str, opt: str, negated: bool, label: str, value,
+                   tokens: list[str], i: int) -> None:
+    where = got.where
+    if opt in _PORT_OPTIONS:
+        ports = _ports(value(opt), where, label)
+        if negated:
+            ports = _complement(ports, PORT_MAX, where, label)
+        side = "sport" if opt in ("--sport", "--source-port") else "dport"
+        got.narrow(side, ports, PORT_MAX, label)
+    elif module == "multiport":
+        ports = _port_list(value(opt), where, label)
+        if opt == "--ports":
+            if negated:
+                # Neither port is in the list: the source port AND the destination port are
+                # outside it, which is two components, not the `port` component.
+                other = _complement(ports, PORT_MAX, where, label)
+                got.narrow("sport", other, PORT_MAX, label)
+                got.narrow("dport", other, PORT_MAX, label)
+            else:
+                got.narrow("port", ports, PORT_MAX, label)
+        else:
+            if negated:
+                ports = _complement(ports, PORT_MAX, where, label)
+            got.narrow("sport" if opt.startswith("--s") else "dport", ports, PORT_MAX, label)
+    elif opt in ("--tcp-flags", "--syn"):
+        if negated:
+            raise UnsupportedRule(
+                f"{where} ({label}): flowspec cannot say 'not these flags' in one route; "
+                "write the flags you accept or drop instead"
+            )
+        if opt == "--syn":
+            flags = model.TCP_SYN
+        else:
+            if i + 2 >= len(tokens):
+                raise BadInput(f"{where} (--tcp-flags): needs a mask and the flags to compare")
+            mask = _tcp_flags(tokens[i + 1], where)
+            want = _tcp_flags(tokens[i + 2], where)
+            if want & ~mask:
+                raise UnsupportedRule(f"{where} (--tcp-flags {tokens[i + 1]} {tokens[i + 2]}):"
+                                      " compares flags outside the mask: it matches nothing")
+            if mask == 0:
+                return
+            flags = model.Bitmask(mask, want)
+        got.bits("tcp_flags", flags, label)
+    elif opt in ("--icmp-type", "--icmpv6-type"):
+        _icmp(got, value(opt), negated, label)
+    elif opt == "--length":
+        lengths = _interval(value(opt), model.LENGTH_MAX, where, label, "lengths")
+        if negated:
+            lengths = _complement(lengths, model.LENGTH_MAX, where, label)
+        got.narrow("length", lengths, model.LENGTH_MAX, label)
+    elif opt in ("--dscp", "--dscp-class"):
+        dscp = _dscp(value(opt), opt, where, label)
+        if negated:
+            dscp = _complement(dscp, model.DSCP_MAX, where, label)
+        got.narrow("dscp", dscp, model.DSCP_MAX, label)
+    elif module == "frag":
+        if negated:
+            raise UnsupportedRule(f"{where} ({label}): cannot be negated")
+        got.frag_options.add(opt)
+    elif opt == "--comment":
+        got.comments.append(value(opt))
+    elif opt in ("--ctstate", "--state"):
+        if negated:
+            raise UnsupportedRule(f"{where} (-m {module} {label}): flowspec carries no "
+                                  "connection state")
+        got.states = set(value(opt).upper().split(","))
+
+
+def _stateful(got: _Matches, target: str, where: str) -> None:
+    """Only the plain return-traffic rule is left to fs-inject; any other state is refused."""
+    plain = FlowRule(0, got.family, Verdict.ACCEPT, got.family.any_net, got.family.any_net)
+    bare = (
+        got.src == plain.src
+        and got.dst == plain.dst
+        and got.protocol is None
+        and not got.values
+        and got.tcp_flags is None
+        and got.fragment is None
+        and not got.frag_options
+    )
+    states = ",".join(sorted(got.states or ()))
+    if got.states == _STATEFUL_STATES and target == "ACCEPT" and bare:
+        raise StatefulRule(
+            f"{where} (-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT): not carried; "
+            "run fs-inject with --stateful on the switches, which accepts return traffic first"
+        )
+    raise UnsupportedRule(
+        f"{where} (--ctstate {states}): flowspec carries no connection state; only a plain "
+        "'-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT' rule is left to fs-inject "
+        "--stateful"
+    )
+
+
+def _frag(got: _Matches, where: str) -> None:
+    """ip6tables -m frag: only first-fragment maps exactly onto RFC 8956's fragment bits."""
+    if got.frag_options == {"--fragfirst", "--fragmore"}:
+        got.bits("fragment", model.Bitmask(model.FRAG_FF, model.FRAG_FF), "-m frag")
+        return
+    said = " ".join(sorted(got.frag_options))
+    raise UnsupportedRule(
+        f"{where} (-m frag {said}): flowspec's fragment bits say this only for "
+        "'--fragfirst --fragmore' (first fragment); use that or remove the rule"
+    )
 
 
 def _prefix(text: str, family: Family, where: str, opt: str):
@@ -246,21 +663,27 @@ def _prefix(text: str, family: Family, where: str, opt: str):
     return net
 
 
-def _port(text: str, where: str, opt: str) -> int:
-    if not text.isdigit() or int(text) > PORT_MAX:
-        raise UnsupportedRule(f"{where} ({opt} {text}): ports are numbers 0-65535")
+def _number(text: str, top: int, where: str, opt: str, what: str) -> int:
+    if not text.isdigit() or int(text) > top:
+        raise UnsupportedRule(f"{where} ({opt} {text}): {what} are numbers 0-{top}")
     return int(text)
 
 
-def _ports(text: str, where: str, opt: str) -> Intervals:
+def _interval(text: str, top: int, where: str, opt: str, what: str) -> Intervals:
+    """N, N:M, :M or N: (iptables' ranges, both ends included)."""
     if ":" in text:
         lo, _, hi = text.partition(":")
-        first = _port(lo, where, opt) if lo else 0
-        last = _port(hi, where, opt) if hi else PORT_MAX
+        first = _number(lo, top, where, opt, what) if lo else 0
+        last = _number(hi, top, where, opt, what) if hi else top
         if first > last:
             raise UnsupportedRule(f"{where} ({opt} {text}): range runs backwards")
-        return normalize([Interval(first, last)], PORT_MAX)
-    return normalize([Interval(_port(text, where, opt), _port(text, where, opt))], PORT_MAX)
+        return normalize([Interval(first, last)], top)
+    value = _number(text, top, where, opt, what)
+    return normalize([Interval(value, value)], top)
+
+
+def _ports(text: str, where: str, opt: str) -> Intervals:
+    return _interval(text, PORT_MAX, where, opt, "ports")
 
 
 def _port_list(text: str, where: str, opt: str) -> Intervals:
@@ -268,6 +691,63 @@ def _port_list(text: str, where: str, opt: str) -> Intervals:
     for item in text.split(","):
         out.extend(_ports(item, where, opt) or [Interval(0, PORT_MAX)])
     return normalize(out, PORT_MAX)
+
+
+def _complement(values: Intervals, top: int, where: str, label: str) -> Intervals:
+    if not values:
+        raise UnsupportedRule(f"{where} ({label}): negates every value, so it matches nothing")
+    return model.complement(values, top)
+
+
+def _tcp_flags(text: str, where: str) -> int:
+    bits = 0
+    for word in text.upper().split(","):
+        if word not in _TCP_FLAG_WORDS:
+            raise UnsupportedRule(f"{where} (--tcp-flags {text}): unknown TCP flag {word!r}")
+        bits |= _TCP_FLAG_WORDS[word]
+    return bits
+
+
+def _icmp(got: _Matches, text: str, negated: bool, label: str) -> None:
+    where = got.where
+    top = model.ICMP_MAX
+    if text.lower() == "any":
+        if negated:
+            raise UnsupportedRule(f"{where} ({label} any): matches nothing; remove the rule")
+        return
+    names = ICMP_NAMES if got.family is Family.V4 else ICMP6_NAMES
+    if text.lower() in names:
+        kind, code = names[text.lower()]
+    else:
+        kind_text, slash, code_text = text.partition("/")
+        kind = _number(kind_text, top, where, label, "ICMP types")
+        code = _number(code_text, top, where, label, "ICMP codes") if slash else None
+    if negated:
+        if code is not None:
+            raise UnsupportedRule(
+                f"{where} ({label} {text}): 'not this type and code' needs two routes; "
+                "negate the type alone or write the types you mean"
+            )
+        got.narrow("icmp_type", model.complement((Interval(kind, kind),), top), top, label)
+        return
+    got.narrow("icmp_type", (Interval(kind, kind),), top, label)
+    if code is not None:
+        got.narrow("icmp_code", (Interval(code, code),), top, label)
+
+
+def _dscp(text: str, opt: str, where: str, label: str) -> Intervals:
+    if opt == "--dscp-class":
+        if text.upper() not in DSCP_CLASSES:
+            raise UnsupportedRule(f"{where} ({label} {text}): unknown DSCP class")
+        value = DSCP_CLASSES[text.upper()]
+    else:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            value = -1
+        if not 0 <= value <= model.DSCP_MAX:
+            raise UnsupportedRule(f"{where} ({label} {text}): DSCP values are 0-63")
+    return (Interval(value, value),)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,24 +9,40 @@ shared/docs/flowspec-wire-facts.md). The encoding is the slides' one:
 - the chain's policy is the catch-all route (src and dst 0/0), with traffic-rate 0 when the
   policy is DROP and no community when it is ACCEPT.
 
-Numeric components are written only in the grammar that survives FRR's text, where the only
-AND is the one inside a range (wire facts 2.2): an OR-list of `v`, `a..b`, `<= v` (first) and
-`>= v` (last). FRR resets the whole session on a component with more than 5 operator pairs
-(wire facts 2.5), so longer lists become several routes with the same number and verdict.
+Numeric components (RFC 8955 4.2.1.1) are written only in the grammar that survives FRR's
+text, where the only AND is the one inside a range (wire facts 2.2): an OR-list of `v`,
+`a..b`, `<= v` (first) and `>= v` (last), in ascending order, so that a lower bound is never
+directly followed by an upper bound except inside a range. `!=` and `true`, which make FRR
+reset the session, are never written: a negated match is its complement as ranges.
+
+Bitmask components (4.2.1.2) are one conjunction each, written so that FRR prints every term
+with its own operator (wire facts 2.4): TCP flags as `tcp flags 0xW/0xM` (FRR: `= W,&∋ ! C`,
+`= W` or `∋ ! M`), fragments as `is_fragment && !dont_fragment` keywords.
+
+The receiver profile decides how long a component may be: FRR (`--receiver frr`, the default)
+resets the whole session on a component with more than 5 operator pairs (wire facts 2.5), so a
+longer list becomes several routes that carry the same rule number and verdict; the union of
+their matches is the rule's match, and their order among themselves does not matter. The plain
+RFC (`--receiver rfc`) sets no limit. IPv6 prefix offsets are never written (FRR misreads them).
+
+BGP keeps one route per NLRI. When two routes of a family have the same match, the later one
+can never decide a packet in iptables either (first match wins), so it is left out with a
+warning, whatever its verdict: the switch's chain then means what the controller's meant.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jinja2
 
-from flowseg import templates_dir
+from flowseg import model, templates_dir
 from flowseg.errors import FlowsegError, UnsupportedRule
-from flowseg.model import PORT_MAX, Family, FlowRule, Intervals, Policy, Verdict
+from flowseg.model import PORT_MAX, PROTO_MAX, Family, FlowRule, Intervals, Policy, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +52,46 @@ RATE_ZERO = "(generic, 0x80060000, 0x0)"
 MARKING_MAX = 63
 # FRR 8.4.4 (Debian) and FRR >= 10.7 reset the session past 5 operator pairs per component.
 FRR_MAX_PAIRS = 5
+# A rule whose lists multiply into more routes than this is refused: one policy change then
+# withdraws so many routes at once that FRR resets the session (wire facts 7: 200 was fine,
+# 400 was not).
+ROUTES_PER_RULE_MAX = 64
+
+FRAGMENT_WORDS = {
+    model.FRAG_DF: "dont_fragment",
+    model.FRAG_ISF: "is_fragment",
+    model.FRAG_FF: "first_fragment",
+    model.FRAG_LF: "last_fragment",
+}
 
 
 class TemplateFailed(FlowsegError):
     exit_code = 3
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """What the BGP speakers that receive the routes can take."""
+
+    name: str
+    max_pairs: int | None  # operator/value pairs per numeric component; None: no limit
+
+
+RECEIVERS = {
+    "frr": Receiver("frr", FRR_MAX_PAIRS),
+    "rfc": Receiver("rfc", None),
+}
+
+# Numeric fields of FlowRule: (field, BIRD keyword, largest value, JSON key as FRR shows it).
+NUMERIC_FIELDS = (
+    ("port", "port", PORT_MAX),
+    ("dport", "dport", PORT_MAX),
+    ("sport", "sport", PORT_MAX),
+    ("icmp_type", "icmp type", model.ICMP_MAX),
+    ("icmp_code", "icmp code", model.ICMP_MAX),
+    ("length", "length", model.LENGTH_MAX),
+    ("dscp", "dscp", model.DSCP_MAX),
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +103,9 @@ class RouteView:
     communities: tuple[str, ...]
     label: str
     origin: str
+    comment: str = ""
+    number: int = 0
+    verdict: str = "ACCEPT"
 
 
 @dataclass(frozen=True)
@@ -62,6 +117,7 @@ class BlockView:
     default: str
     rule_count: int
     routes: tuple[RouteView, ...]
+    skipped: tuple[str, ...] = ()
 
 
 def numeric_terms(intervals: Intervals, top: int) -> list[tuple[str, int]]:
@@ -86,10 +142,29 @@ def numeric_text(intervals: Intervals, top: int) -> str:
     return ", ".join(terms)
 
 
-def split_for_receiver(intervals: Intervals, top: int, max_pairs: int) -> list[Intervals]:
+def numeric_pairs(intervals: Intervals, top: int) -> int:
+    return sum(pairs for _, pairs in numeric_terms(intervals, top))
+
+
+def frr_text(intervals: Intervals, top: int) -> str:
+    """The component as FRR 8.4 prints it (wire facts 2.2), for tests and --json."""
+    out = []
+    for iv in intervals:
+        if iv.lo == iv.hi:
+            out.append(f"= {iv.lo} ")
+        elif iv.lo == 0:
+            out.append(f"<= {iv.hi} ")
+        elif iv.hi == top:
+            out.append(f">= {iv.lo} ")
+        else:
+            out += [f">= {iv.lo} ", f"<= {iv.hi} "]
+    return ", ".join(out)
+
+
+def split_for_receiver(intervals: Intervals, top: int, max_pairs: int | None) -> list[Intervals]:
     """Cut an OR-list into pieces of at most max_pairs operator pairs each."""
-    if not intervals:
-        return [()]
+    if not intervals or max_pairs is None:
+        return [intervals]
     pieces: list[list] = [[]]
     used = 0
     for iv, (_, pairs) in zip(intervals, numeric_terms(intervals, top)):
@@ -101,16 +176,59 @@ def split_for_receiver(intervals: Intervals, top: int, max_pairs: int) -> list[I
     return [tuple(p) for p in pieces]
 
 
-def routes_for(rule: FlowRule, max_pairs: int = FRR_MAX_PAIRS) -> list[FlowRule]:
-    """The routes that carry one rule: one, or several when a port list is too long for FRR."""
-    out = []
-    for sport in split_for_receiver(rule.sport, PORT_MAX, max_pairs):
-        for dport in split_for_receiver(rule.dport, PORT_MAX, max_pairs):
-            out.append(rule.with_ports(sport, dport))
-    return out
+def protocol_values(rule: FlowRule) -> Intervals:
+    """The protocol component as intervals: one value, or the two ranges around it."""
+    if rule.protocol is None:
+        return ()
+    one = (model.Interval(rule.protocol, rule.protocol),)
+    return model.complement(one, PROTO_MAX) if rule.protocol_negated else one
 
 
-def plan(policy: Policy) -> list[FlowRule]:
+def routes_for(
+    rule: FlowRule, receiver: Receiver = RECEIVERS["frr"], chain: str = "FORWARD"
+) -> list[FlowRule]:
+    """The routes that carry one rule: one, or several when a list is too long for FRR.
+
+    Each numeric component is cut on its own and the routes are every combination of the
+    pieces, so the union of their matches is exactly the rule's match.
+    """
+    choices = []
+    for name, _, top in NUMERIC_FIELDS:
+        choices.append([(name, piece) for piece in
+                        split_for_receiver(getattr(rule, name), top, receiver.max_pairs)])
+    count = 1
+    for c in choices:
+        count *= len(c)
+    if count > ROUTES_PER_RULE_MAX:
+        raise UnsupportedRule(
+            f"{chain} rule {rule.number}: its lists need {count} routes for a {receiver.name} receiver "
+            f"(at most {ROUTES_PER_RULE_MAX}); split the rule or shorten its lists"
+        )
+    if count == 1:
+        return [rule]
+    return [replace(rule, **dict(combo)) for combo in itertools.product(*choices)]
+
+
+def lint(route: FlowRule, receiver: Receiver, chain: str) -> None:
+    """Refuse a route the receiver would choke on; every route is checked before BIRD is."""
+    what = f"{chain} policy" if route.is_policy else f"{chain} rule {route.number}"
+    components = [("proto", protocol_values(route), PROTO_MAX)]
+    components += [(word, getattr(route, name), top) for name, word, top in NUMERIC_FIELDS]
+    for word, values, top in components:
+        pairs = numeric_pairs(values, top)
+        if receiver.max_pairs is not None and pairs > receiver.max_pairs:
+            raise UnsupportedRule(
+                f"{what}: {word} needs {pairs} operator pairs, {receiver.name} takes "
+                f"{receiver.max_pairs}; shorten the list"
+            )
+    if not route.is_policy and not 1 <= route.number <= MARKING_MAX:
+        raise UnsupportedRule(
+            f"{what}: traffic-marking carries rule numbers 1-{MARKING_MAX} only; shorten "
+            f"the chain to {MARKING_MAX} rules"
+        )
+
+
+def plan(policy: Policy, receiver: Receiver = RECEIVERS["frr"]) -> list[FlowRule]:
     """Every route of one family, rules first in order, the policy's catch-all last.
 
     BGP keeps one route per NLRI: a later rule with the same match as an earlier one can never
@@ -119,12 +237,7 @@ def plan(policy: Policy) -> list[FlowRule]:
     routes: list[FlowRule] = []
     seen: dict[tuple, int] = {}
     for rule in [*policy.rules, policy.policy_rule()]:
-        if not rule.is_policy and rule.number > MARKING_MAX:
-            raise UnsupportedRule(
-                f"{policy.chain} rule {rule.number}: traffic-marking carries rule numbers "
-                f"1-{MARKING_MAX} only; shorten the chain to {MARKING_MAX} rules"
-            )
-        for route in routes_for(rule):
+        for route in routes_for(rule, receiver, policy.chain):
             key = route.matches_key()
             if key in seen:
                 what = "the policy" if route.is_policy else f"rule {route.number}"
@@ -133,36 +246,88 @@ def plan(policy: Policy) -> list[FlowRule]:
                     policy.chain, what, seen[key],
                 )
                 continue
+            lint(route, receiver, policy.chain)
             seen[key] = route.number
             routes.append(route)
     return routes
 
 
-def route_view(route: FlowRule, chain: str) -> RouteView:
-    comps = [f"dst {route.dst}", f"src {route.src}"]
+def bitmask_text(bits: model.Bitmask) -> str:
+    return f"0x{bits.want:x}/0x{bits.mask:x}"
+
+
+def fragment_text(bits: model.Bitmask) -> str:
+    words = []
+    for bit, word in FRAGMENT_WORDS.items():
+        if bits.mask & bit:
+            words.append(word if bits.want & bit else f"!{word}")
+    return " && ".join(words)
+
+
+def components(route: FlowRule) -> list[tuple[str, str]]:
+    """(BIRD keyword, value text) per component, in RFC 8955 type order."""
+    comps = [("dst", str(route.dst)), ("src", str(route.src))]
     if route.protocol is not None:
         word = "proto" if route.family is Family.V4 else "next header"
-        comps.append(f"{word} {route.protocol}")
-    if route.dport:
-        comps.append(f"dport {numeric_text(route.dport, PORT_MAX)}")
-    if route.sport:
-        comps.append(f"sport {numeric_text(route.sport, PORT_MAX)}")
-    communities = []
+        comps.append((word, numeric_text(protocol_values(route), PROTO_MAX)))
+    for name, word, top in NUMERIC_FIELDS[:5]:
+        if getattr(route, name):
+            comps.append((word, numeric_text(getattr(route, name), top)))
+    if route.tcp_flags is not None:
+        comps.append(("tcp flags", bitmask_text(route.tcp_flags)))
+    for name, word, top in NUMERIC_FIELDS[5:]:
+        if getattr(route, name):
+            comps.append((word, numeric_text(getattr(route, name), top)))
+    if route.fragment is not None:
+        comps.append(("fragment", fragment_text(route.fragment)))
+    return comps
+
+
+def communities(route: FlowRule) -> list[str]:
+    out = []
     if route.verdict is Verdict.DROP:
-        communities.append(RATE_ZERO)
+        out.append(RATE_ZERO)
     if not route.is_policy:
-        communities.append(MARKING.format(route.number))
+        out.append(MARKING.format(route.number))
+    return out
+
+
+def route_view(route: FlowRule, chain: str) -> RouteView:
     if route.is_policy:
         label = f"{chain} policy {route.verdict.value}"
     else:
         label = f"{chain} {route.number}"
     return RouteView(
         word=route.family.bird_word,
-        components=tuple(comps),
-        communities=tuple(communities),
+        components=tuple(f"{word} {text}" for word, text in components(route)),
+        communities=tuple(communities(route)),
         label=label,
         origin=_inert(route.origin),
+        comment="" if route.is_policy else _inert(route.comment),
+        number=route.number,
+        verdict=route.verdict.value,
     )
+
+
+def route_json(route: FlowRule, chain: str) -> dict:
+    """One route for --json: what it carries, in BIRD's words and in FRR's."""
+    view = route_view(route, chain)
+    return {
+        "family": route.family.afi,
+        "chain": chain,
+        "rule": route.number if not route.is_policy else None,
+        "policy": route.is_policy,
+        "verdict": route.verdict.value,
+        "components": {word: text for word, text in components(route)},
+        "communities": list(view.communities),
+        "bird": f"route {view.word} {{ "
+        + "".join(f"{c}; " for c in view.components)
+        + "} { "
+        + "".join(f"bgp_ext_community.add({ec}); " for ec in view.communities)
+        + "};",
+        "origin": route.origin,
+        "comment": route.comment if not route.is_policy else "",
+    }
 
 
 def _inert(text: str) -> str:
@@ -170,17 +335,28 @@ def _inert(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
+def bird_string(text: str) -> str:
+    """A BIRD string literal holding text (the `bird_string` filter for templates).
+
+    BIRD's strings end at the next double quote and know no escapes, so quotes and
+    backslashes become apostrophes and slashes, and the rest is made inert.
+    """
+    return '"' + _inert(str(text)).replace('"', "'").replace("\\", "/") + '"'
+
+
 def environment(templates: Path | None = None) -> jinja2.Environment:
     if templates is not None:
         loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(templates))
     else:
         loader = jinja2.FileSystemLoader(str(templates_dir()))
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
+    env.filters["bird_string"] = bird_string
+    return env
 
 
 def render(
@@ -188,11 +364,14 @@ def render(
     tables: dict[Family, str],
     source: str,
     templates: Path | None = None,
+    receiver: Receiver = RECEIVERS["frr"],
+    plans: list[list[FlowRule]] | None = None,
 ) -> str:
     """The complete file: one `protocol static` block per family that has a chain."""
+    if plans is None:
+        plans = [plan(p, receiver) for p in policies]
     blocks = []
-    for policy in policies:
-        routes = plan(policy)
+    for policy, routes in zip(policies, plans):
         views = tuple(route_view(r, policy.chain) for r in routes)
         blocks.append(
             BlockView(
@@ -203,11 +382,12 @@ def render(
                 default=policy.default.value,
                 rule_count=len(policy.rules),
                 routes=views,
+                skipped=tuple(_inert(s) for s in policy.skipped),
             )
         )
     try:
         text = environment(templates).get_template("flowspec.conf.j2").render(
-            source=_inert(source), blocks=blocks
+            source=_inert(source), blocks=blocks, receiver=receiver.name
         )
     except jinja2.TemplateError as exc:
         where = f" line {exc.lineno}" if getattr(exc, "lineno", None) else ""
@@ -215,9 +395,8 @@ def render(
     return text.rstrip("\n") + "\n"
 
 
-def count_routes(policies: list[Policy]) -> int:
-    return sum(len(plan(p)) for p in policies)
-
+def count_routes(policies: list[Policy], receiver: Receiver = RECEIVERS["frr"]) -> int:
+    return sum(len(plan(p, receiver)) for p in policies)
 
 
 BIRD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

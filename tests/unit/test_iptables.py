@@ -71,8 +71,6 @@ def test_both_families_in_one_input():
         ("unsupported-1", "(-i)"),
         ("unsupported-2", "(-j LOG)"),
         ("unsupported-3", "(! -s)"),
-        ("unsupported-4", "(-m conntrack)"),
-        ("unsupported-5", "(--reject-with)"),
         ("unsupported-6", "(-m mark)"),
         ("unsupported-7", "(-j RETURN)"),
     ],
