@@ -25,9 +25,15 @@ import re
 from dataclasses import dataclass
 
 from flowseg.errors import BadInput, BadRoute, InvalidValue
-from flowseg.iptables import ChainEntry
+from flowseg.iptables import ChainEntry, render_rule_args
 from flowseg.model import (
+    DSCP_MAX,
+    ICMP_MAX,
+    ICMP_PROTOCOLS,
+    LENGTH_MAX,
     PORT_MAX,
+    TCP_FLAGS_MAX,
+    Bitmask,
     Family,
     FlowRule,
     Interval,
@@ -42,7 +48,8 @@ NUMERIC_ENTRY = re.compile(r"^\s*(<=|>=|<|>|=|)\s*(\d+)\s*$")
 TOKEN_START = re.compile(r"^(FS:|UNK:|NH:|LB:|[0-9.]+:[0-9]+$)")
 # Keys that fs-inject turns into iptables matches. Others are refused, never ignored:
 # leaving out a component would widen the rule.
-KNOWN_KEYS = {"to", "from", "proto", "dstp", "srcp"}
+KNOWN_KEYS = {"to", "from", "proto", "dstp", "srcp", "port", "type", "code", "tcp", "pktlen", "dscp",
+              "pktfrag"}
 
 
 @dataclass(frozen=True)
@@ -228,8 +235,63 @@ def read_actions(route: Route, where: str) -> Actions:
     return Actions(marking, rate, tuple(targets))
 
 
+BITMASK_ENTRY = re.compile(r"^(=|\u220b) (! )?(\d+)$")
+# Protocol lists longer than this become too many iptables rules for one route.
+PROTOCOLS_MAX = 16
+
+
+def parse_bitmask(text: str, top: int, where: str) -> Bitmask:
+    """FRR's `= 2,&∋ ! 16` back to one Bitmask: the AND of "all of V set" and "none of V set".
+
+    Bitmask strings keep their AND/OR (wire facts 2.3). An OR, or a term that says "not all
+    of V" or "any of V" for more than one bit, is no single (flags & mask) == want match and
+    is refused rather than approximated.
+    """
+    mask = want = 0
+    for i, piece in enumerate(re.split(r",([&|])", text.strip())):
+        if i % 2 == 1:
+            if piece == "|":
+                raise BadRoute(f"{where}: bitmask OR {text.strip()!r} is not carried")
+            continue
+        m = BITMASK_ENTRY.match(piece.strip())
+        if not m:
+            raise BadRoute(f"{where}: cannot read bitmask {text.strip()!r}")
+        op, negated, value = m.group(1), bool(m.group(2)), int(m.group(3))
+        if value == 0 or value > top:
+            raise BadRoute(f"{where}: bitmask value {value} out of range 1-{top}")
+        single = value & (value - 1) == 0
+        if op == "=" and not negated:
+            bits_set, bits_clear = value, 0
+        elif op != "=" and negated:
+            bits_set, bits_clear = 0, value
+        elif single:
+            # "any of one bit" is "that bit set"; "not all of one bit" is "that bit clear".
+            bits_set, bits_clear = (value, 0) if not negated else (0, value)
+        else:
+            raise BadRoute(f"{where}: bitmask term {piece.strip()!r} is no exact match")
+        if (want | bits_set) & (mask & ~want | bits_clear) or bits_set & bits_clear:
+            raise BadRoute(f"{where}: bitmask {text.strip()!r} wants a bit both set and clear")
+        mask |= bits_set | bits_clear
+        want |= bits_set
+    return Bitmask(mask, want)
+
+
+def _protocols(route: Route, where: str) -> list[tuple[int | None, bool]]:
+    """(protocol, negated) per iptables rule: one per listed protocol, or `! -p X`."""
+    if "proto" not in route.match:
+        return [(None, False)]
+    protos = parse_numeric(route.match["proto"], 255, where)
+    if len(protos) == 2 and protos[0].lo == 0 and protos[1].hi == 255 \
+            and protos[1].lo == protos[0].hi + 2:
+        return [(protos[0].hi + 1, True)]
+    values = [v for iv in protos for v in range(iv.lo, iv.hi + 1)]
+    if len(values) > PROTOCOLS_MAX:
+        raise BadRoute(f"{where}: {len(values)} protocols are too many iptables rules")
+    return [(v, False) for v in values]
+
+
 def route_to_rules(route: Route, family: Family) -> list[ChainEntry]:
-    """One route as chain entries (several only when it says `port`, either side)."""
+    """One route as chain entries (several when it lists several protocols)."""
     where = f"route '{route.describe()}'"
     unknown = set(route.match) - KNOWN_KEYS
     if unknown:
@@ -241,19 +303,43 @@ def route_to_rules(route: Route, family: Family) -> list[ChainEntry]:
     for net in (src, dst):
         if net.version != family.value:
             raise BadRoute(f"{where}: {net} in the IPv{family.value} table")
-    protocol = None
-    if "proto" in route.match:
-        protos = parse_numeric(route.match["proto"], 255, where)
-        if len(protos) != 1 or protos[0].lo != protos[0].hi:
-            raise BadRoute(f"{where}: only one protocol per route is carried")
-        protocol = protos[0].lo
-    sport = parse_numeric(route.match["srcp"], PORT_MAX, where) if "srcp" in route.match else ()
-    dport = parse_numeric(route.match["dstp"], PORT_MAX, where) if "dstp" in route.match else ()
+    m = route.match
+
+    def numeric(key: str, top: int) -> Intervals:
+        return parse_numeric(m[key], top, where) if key in m else ()
+
+    fields = dict(
+        sport=numeric("srcp", PORT_MAX),
+        dport=numeric("dstp", PORT_MAX),
+        port=numeric("port", PORT_MAX),
+        icmp_type=numeric("type", ICMP_MAX),
+        icmp_code=numeric("code", ICMP_MAX),
+        length=numeric("pktlen", LENGTH_MAX),
+        dscp=numeric("dscp", DSCP_MAX),
+        tcp_flags=parse_bitmask(m["tcp"], TCP_FLAGS_MAX, where) if "tcp" in m else None,
+        fragment=parse_bitmask(m["pktfrag"], 0x0F, where) if "pktfrag" in m else None,
+    )
+    protocols = _protocols(route, where)
+    # TCP flags and ICMP type/code only exist in their protocol's header: a route that gives
+    # them without a protocol matches that protocol only, and so does the iptables rule.
+    implied = None
+    if fields["tcp_flags"] is not None:
+        implied = 6
+    if fields["icmp_type"] or fields["icmp_code"]:
+        implied = ICMP_PROTOCOLS[family] if implied is None else -1
+    if implied is not None:
+        if implied == -1:
+            raise BadRoute(f"{where}: TCP flags and ICMP in one route match nothing")
+        if protocols == [(None, False)]:
+            protocols = [(implied, False)]
+        elif protocols != [(implied, False)]:
+            raise BadRoute(f"{where}: its protocol contradicts its TCP flags or ICMP match")
 
     actions = read_actions(route, where)
     verdict = Verdict.DROP if actions.rate == 0.0 else Verdict.ACCEPT
     rate = actions.rate if actions.rate else None
-    catch_all = src == any_net and dst == any_net and protocol is None and not (sport or dport)
+    catch_all = src == any_net and dst == any_net and protocols == [(None, False)] \
+        and not any(fields.values())
     if actions.marking is None:
         if not catch_all:
             raise BadRoute(f"{where}: no traffic-marking, so its place in the chain is unknown")
@@ -262,12 +348,17 @@ def route_to_rules(route: Route, family: Family) -> list[ChainEntry]:
         raise BadRoute(f"{where}: traffic-marking 0 is no rule number")
     else:
         number = actions.marking
+    entries = []
     try:
-        rule = FlowRule(number, family, verdict, src, dst, protocol, sport, dport,
-                        comment="", origin=route.describe())
-        return [ChainEntry(rule, rate)]
+        for protocol, negated in protocols:
+            rule = FlowRule(number, family, verdict, src, dst, protocol, comment="",
+                            origin=route.describe(), protocol_negated=negated, **fields)
+            # Render once here: what iptables cannot say is refused now, with the route named.
+            render_rule_args(rule)
+            entries.append(ChainEntry(rule, rate))
     except InvalidValue as exc:
-        raise BadRoute(f"{where}: {exc}") from None
+        raise BadRoute(f"{where}: {exc}; not installed") from None
+    return entries
 
 
 def order_key(entry: ChainEntry) -> tuple:
