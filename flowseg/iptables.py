@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from flowseg import model
 from flowseg.errors import BadInput, InvalidValue, UnsupportedRule
 from flowseg.model import (
+    FRAG_FF,
+    FRAG_ISF,
     PORT_MAX,
+    TCP_FLAGS,
+    Bitmask,
     PROTOCOL_BY_NUMBER,
     Family,
     FlowRule,
@@ -759,10 +763,42 @@ def rule_id(chain: str, position: int, text: str) -> str:
     return hashlib.sha256(f"{chain}\0{position}\0{text}".encode()).hexdigest()[:12]
 
 
-def render_rule_args(rule: FlowRule) -> list[str]:
-    """The rule's match and target as iptables-save would print them, one string per rule.
+# A route whose ICMP, length or DSCP lists would need more iptables rules than this is refused
+# rather than blown up into a chain that hides the rest of the policy.
+EXPANSION_MAX = 256
+TCP_FLAG_ORDER = ("FIN", "SYN", "RST", "PSH", "ACK", "URG")
 
-    Port lists longer than multiport's 15 slots become several rules with the same verdict.
+
+def _values(intervals: Intervals) -> list[int]:
+    return [v for iv in intervals for v in range(iv.lo, iv.hi + 1)]
+
+
+def _tcp_flag_names(bits: int) -> str:
+    if bits == 0:
+        return "NONE"
+    return ",".join(name for name in TCP_FLAG_ORDER if bits & TCP_FLAGS[name])
+
+
+def _icmp_args(rule: FlowRule) -> list[list[str]]:
+    if not rule.icmp_type and not rule.icmp_code:
+        return [[]]
+    if not rule.icmp_type:
+        raise InvalidValue("an ICMP code needs an ICMP type for iptables")
+    module, opt = ("icmp", "--icmp-type") if rule.family is Family.V4 else ("icmp6", "--icmpv6-type")
+    codes = _values(rule.icmp_code) or [None]
+    types = _values(rule.icmp_type)
+    if len(types) * len(codes) > EXPANSION_MAX:
+        raise InvalidValue(f"{len(types) * len(codes)} ICMP type/code pairs are too many rules")
+    return [["-m", module, opt, f"{t}" if c is None else f"{t}/{c}"] for t in types for c in codes]
+
+
+def render_rule_args(rule: FlowRule) -> list[str]:
+    """The rule's match as iptables arguments, one string per iptables rule.
+
+    One rule of the model can need several iptables rules with the same verdict: port lists
+    longer than multiport's 15 slots, and every extra ICMP type/code, length range or DSCP
+    value (iptables matches one of each per rule). Raises InvalidValue for what iptables
+    cannot say (a TCP flag above URG, an ICMP code without type, a fragment form it lacks).
     """
     head: list[str] = []
     any_net = rule.family.any_net
@@ -771,12 +807,43 @@ def render_rule_args(rule: FlowRule) -> list[str]:
     if rule.dst != any_net:
         head += ["-d", str(rule.dst)]
     if rule.protocol is not None:
-        head += ["-p", PROTOCOL_BY_NUMBER.get(rule.protocol, str(rule.protocol))]
+        name = PROTOCOL_BY_NUMBER.get(rule.protocol, str(rule.protocol))
+        head += ["!", "-p", name] if rule.protocol_negated else ["-p", name]
+    head += _fragment_args(rule)
+    tail: list[str] = []
+    if rule.tcp_flags is not None:
+        if rule.tcp_flags.mask & ~0x3F:
+            raise InvalidValue(f"TCP flags mask 0x{rule.tcp_flags.mask:x} has bits iptables "
+                               "cannot name (above URG)")
+        tail += ["-m", "tcp", "--tcp-flags", _tcp_flag_names(rule.tcp_flags.mask),
+                 _tcp_flag_names(rule.tcp_flags.want)]
+    lengths = [["-m", "length", "--length", iv.iptables()] for iv in rule.length] or [[]]
+    dscps = [["-m", "dscp", "--dscp", f"0x{v:02x}"] for v in _values(rule.dscp)] or [[]]
+    icmps = _icmp_args(rule)
+    if len(lengths) * len(dscps) * len(icmps) > EXPANSION_MAX:
+        raise InvalidValue("the length, DSCP and ICMP lists need too many iptables rules")
     pieces = []
     for sport in _multiport_chunks(rule.sport):
         for dport in _multiport_chunks(rule.dport):
-            pieces.append(head + _port_args(rule, sport, dport))
+            for port in _multiport_chunks(rule.port):
+                ports = _port_args(rule, sport, dport)
+                if port:
+                    ports += ["-m", "multiport", "--ports", ",".join(iv.iptables() for iv in port)]
+                for extra in (a + b + c for a in icmps for b in lengths for c in dscps):
+                    pieces.append(head + ports + tail + extra)
     return pieces
+
+
+def _fragment_args(rule: FlowRule) -> list[str]:
+    frag = rule.fragment
+    if frag is None:
+        return []
+    if rule.family is Family.V4 and frag.mask == FRAG_ISF:
+        return ["-f"] if frag.want else ["!", "-f"]
+    if rule.family is Family.V6 and frag == Bitmask(FRAG_FF, FRAG_FF):
+        return ["-m", "frag", "--fragfirst", "--fragmore"]
+    raise InvalidValue(f"fragment match mask 0x{frag.mask:x} value 0x{frag.want:x} has no "
+                       "exact iptables form")
 
 
 def _multiport_chunks(ports: Intervals) -> list[Intervals]:
@@ -815,18 +882,49 @@ def _port_args(rule: FlowRule, sport: Intervals, dport: Intervals) -> list[str]:
 
 def quote(word: str) -> str:
     """Quote one word the way iptables-save does (double quotes when it holds a space)."""
-    if word and re.fullmatch(r"[A-Za-z0-9_./:,=+@%-]+", word):
+    if word == "!" or word and re.fullmatch(r"[A-Za-z0-9_./:,=+@%-]+", word):
         return word
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_chain(rules: list[FlowRule], chain: str) -> list[str]:
+@dataclass(frozen=True)
+class ChainEntry:
+    """A rule as the switch installs it: the match and verdict, and an optional rate limit.
+
+    rate is RFC 8955 traffic-rate in bytes per second: traffic above it is dropped, the rest
+    gets the verdict. It is installed as `-m hashlimit --hashlimit-above RATEb/s` (one shared
+    bucket per rule, no per-flow mode) in a DROP rule in front of the verdict's rule.
+    """
+
+    rule: FlowRule
+    rate: float | None = None
+
+
+STATEFUL = "-m conntrack --ctstate RELATED,ESTABLISHED"
+
+
+def render_chain(
+    rules: list[FlowRule | ChainEntry], chain: str, stateful: bool = False
+) -> list[str]:
     """The complete chain as `-A CHAIN ...` lines, each with a comment naming its rule."""
     lines = []
-    for rule in rules:
+    if stateful:
+        comment = quote("flowseg stateful return traffic")
+        lines.append(f"-A {chain} {STATEFUL} -m comment --comment {comment} -j ACCEPT")
+    for item in rules:
+        entry = item if isinstance(item, ChainEntry) else ChainEntry(item)
+        rule = entry.rule
         label = "policy" if rule.is_policy else str(rule.number)
         for args in render_rule_args(rule):
             body = " ".join(quote(a) for a in args)
+            if entry.rate is not None:
+                rate = max(1, int(entry.rate))
+                name = f"fs{rule.family.value}-{len(lines)}"
+                limit = f"-m hashlimit --hashlimit-above {rate}b/s --hashlimit-name {name}"
+                rid = rule_id(chain, len(lines), f"{body} {limit}")
+                comment = quote(f"flowseg {label} rate {rate}B/s {rid}")
+                words = ["-A", chain, body, limit, "-m", "comment", "--comment", comment]
+                lines.append(" ".join(w for w in words if w) + " -j DROP")
             rid = rule_id(chain, len(lines), body)
             comment = quote(f"flowseg {label} {rid}")
             words = ["-A", chain, body, "-m", "comment", "--comment", comment]
@@ -856,6 +954,9 @@ def read_state(saved_text: str, family: Family, chain: str, parent: str) -> Chai
     return ChainState(False, (), ())
 
 
+HASHLIMIT = re.compile(r" -m hashlimit --hashlimit-above \S+ --hashlimit-name \S+ ")
+
+
 def canonical(line: str, family: Family) -> tuple | str:
     """A rule line's meaning, so that `-p gre` and `-p 47` compare equal.
 
@@ -866,11 +967,17 @@ def canonical(line: str, family: Family) -> tuple | str:
     parts = line.split(None, 2)
     if len(parts) < 3 or parts[0] != "-A":
         return line
+    # iptables keeps byte rates in its own units (1000b/s reads back as 992b/s): compare the
+    # bucket's name, and the exact rate through the comment, which says it.
+    args, limit = HASHLIMIT.subn(" ", parts[2])
+    if STATEFUL in args:
+        args = args.replace(STATEFUL, " ")
+        limit = -1
     try:
-        rule = parse_rule(parts[2], 1, family, parts[1])
+        rule = parse_rule(args, 1, family, parts[1])
     except (UnsupportedRule, BadInput, InvalidValue):
         return line
-    return (parts[1], rule.matches_key(), rule.verdict, rule.comment)
+    return (parts[1], rule.matches_key(), rule.verdict, rule.comment, limit)
 
 
 def same_rules(current: tuple[str, ...], wanted: list[str], family: Family) -> bool:
