@@ -362,7 +362,7 @@ class _Matches:
         self.values: dict[str, Intervals] = {}
         self.tcp_flags: model.Bitmask | None = None
         self.fragment: model.Bitmask | None = None
-        self.frag_options: set[str] = set()
+        self.frag_options: set[str] | None = None  # None: no -m frag
         self.comments: list[str] = []
         self.states: set[str] | None = None
 
@@ -450,6 +450,8 @@ def parse_rule(
             if negated:
                 raise BadInput(f"{where} (! -m): '!' in front of -m")
             module = value(opt)
+            if module == "frag" and got.frag_options is None:
+                got.frag_options = set()
             if module not in _MODULE_OPTIONS:
                 raise UnsupportedRule(
                     f"{where} (-m {module}): flowspec cannot carry the {module} match; "
@@ -483,7 +485,7 @@ def parse_rule(
         raise UnsupportedRule(f"{where} (--comment): longer than {COMMENT_MAX} characters")
     if got.states is not None:
         _stateful(got, target, where)
-    if got.frag_options:
+    if got.frag_options is not None:
         _frag(got, where)
     if target == "REJECT" and notices is not None:
         notices.append(
@@ -608,7 +610,8 @@ def _module_option(got: _Matches, module: str, opt: str, negated: bool, label: s
     elif module == "frag":
         if negated:
             raise UnsupportedRule(f"{where} ({label}): cannot be negated")
-        got.frag_options.add(opt)
+        # Only reached after -m frag, which set frag_options up.
+        got.frag_options = (got.frag_options or set()) | {opt}
     elif opt == "--comment":
         got.comments.append(value(opt))
     elif opt in ("--ctstate", "--state"):
@@ -628,7 +631,7 @@ def _stateful(got: _Matches, target: str, where: str) -> None:
         and not got.values
         and got.tcp_flags is None
         and got.fragment is None
-        and not got.frag_options
+        and got.frag_options is None
     )
     states = ",".join(sorted(got.states or ()))
     if got.states == _STATEFUL_STATES and target == "ACCEPT" and bare:
@@ -648,9 +651,9 @@ def _frag(got: _Matches, where: str) -> None:
     if got.frag_options == {"--fragfirst", "--fragmore"}:
         got.bits("fragment", model.Bitmask(model.FRAG_FF, model.FRAG_FF), "-m frag")
         return
-    said = " ".join(sorted(got.frag_options))
+    said = " ".join(["-m frag", *sorted(got.frag_options or ())])
     raise UnsupportedRule(
-        f"{where} (-m frag {said}): flowspec's fragment bits say this only for "
+        f"{where} ({said}): flowspec's fragment bits say this only for "
         "'--fragfirst --fragmore' (first fragment); use that or remove the rule"
     )
 
@@ -904,9 +907,16 @@ STATEFUL = "-m conntrack --ctstate RELATED,ESTABLISHED"
 
 
 def render_chain(
-    rules: list[FlowRule | ChainEntry], chain: str, stateful: bool = False
+    rules: list[FlowRule | ChainEntry],
+    chain: str,
+    stateful: bool = False,
+    generation: int | None = None,
 ) -> list[str]:
-    """The complete chain as `-A CHAIN ...` lines, each with a comment naming its rule."""
+    """The complete chain as `-A CHAIN ...` lines, each with a comment naming its rule.
+
+    The policy rule's comment also names the policy's generation, so `fs-inject --show` can
+    tell which generation is in force.
+    """
     lines = []
     if stateful:
         comment = quote("flowseg stateful return traffic")
@@ -914,7 +924,9 @@ def render_chain(
     for item in rules:
         entry = item if isinstance(item, ChainEntry) else ChainEntry(item)
         rule = entry.rule
-        label = "policy" if rule.is_policy else str(rule.number)
+        label = str(rule.number)
+        if rule.is_policy:
+            label = "policy" if generation is None else f"policy g{generation}"
         for args in render_rule_args(rule):
             body = " ".join(quote(a) for a in args)
             if entry.rate is not None:

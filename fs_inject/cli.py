@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import signal
 import sys
 import time
@@ -30,10 +31,26 @@ EXIT_HELP = EXIT_CODES + f"""
 With --detailed-exit, --once exits 0 when nothing changed and {EXIT_APPLIED} when it applied."""
 
 
+class RouteTarget(click.ParamType):
+    """A route target as FRR prints it: ASN:N or A.B.C.D:N."""
+
+    name = "route-target"
+
+    def convert(self, value, param, ctx):
+        m = re.fullmatch(r"(\d+|\d+\.\d+\.\d+\.\d+):(\d+)", str(value))
+        if not m or int(m.group(2)) > 2**32 - 1:
+            self.fail(f"{value!r} is not a route target like 65000:101", param, ctx)
+        return str(value)
+
+
+ROUTE_TARGET = RouteTarget()
+
+
 class Outcome(enum.Enum):
     APPLIED = "applied"
     UNCHANGED = "unchanged"
     KEPT = "kept"  # no established session: chain left as it was
+    WAITING = "waiting"  # a new generation is still arriving: chain left as it was
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,7 @@ class Options:
     stateful: bool
     on_session_down: str
     dry_run: bool
+    scopes: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -52,16 +70,21 @@ class Plan:
     lines: list[str]
     restore: str | None
     repaired: int = 0
+    waiting: str | None = None
 
 
 def plan_family(switch: system.Switch, family: Family, routes_text: str, opts: Options,
                 mixed: bool, session_up: bool) -> Plan:
-    if session_up:
-        entries = frr.rules_from_vtysh(routes_text, family, mixed=mixed)
-    else:
-        entries = []
-    lines = render_chain(entries, opts.chain, stateful=opts.stateful)
-    log.info("read %d flowspec routes for IPv%d: %d rules", len(entries), family.value, len(lines))
+    routes = frr.read_family(routes_text, family, mixed=mixed) if session_up else []
+    selection = frr.select(routes, opts.scopes)
+    if selection.waiting:
+        return Plan(family, [], None, waiting=selection.waiting)
+    lines = render_chain(selection.entries, opts.chain, stateful=opts.stateful,
+                         generation=selection.generation)
+    gen = f", generation {selection.generation}" if selection.generation is not None else ""
+    scope = f", {selection.out_of_scope} out of scope" if selection.out_of_scope else ""
+    log.info("read %d flowspec routes for IPv%d%s%s: %d rules", selection.received,
+             family.value, gen, scope, len(lines))
     if log.isEnabledFor(logging.DEBUG):
         for line in lines:
             log.debug("wanted: %s", line)
@@ -105,10 +128,16 @@ def run_once(switch: system.Switch, opts: Options, from_text: str | None) -> Out
         plans.append(plan_family(switch, family, text, opts, mixed, up))
     if opts.dry_run:
         for p in plans:
-            sys.stdout.write(f"# IPv{p.family.value}\n{p.restore or ''}")
+            wait = f"# waiting: {p.waiting}\n" if p.waiting else ""
+            sys.stdout.write(f"# IPv{p.family.value}\n{wait}{p.restore or ''}")
         return Outcome.UNCHANGED
-    changed = False
+    changed = waiting = False
     for p in plans:
+        if p.waiting:
+            log.warning("IPv%d: waiting for a complete policy (%s); %s kept as it was",
+                        p.family.value, p.waiting, opts.chain)
+            waiting = True
+            continue
         if p.restore is None:
             log.info("IPv%d %s unchanged (%d rules): nothing written",
                      p.family.value, opts.chain, len(p.lines))
@@ -123,6 +152,8 @@ def run_once(switch: system.Switch, opts: Options, from_text: str | None) -> Out
         changed = True
     if changed:
         return Outcome.APPLIED
+    if waiting:
+        return Outcome.WAITING
     return Outcome.KEPT if kept else Outcome.UNCHANGED
 
 
@@ -168,6 +199,11 @@ def error_line(exc: FlowsegError, chain: str) -> str:
 @click.option("--on-session-down", type=click.Choice(["keep", "flush"]), default="keep",
               show_default=True,
               help="With no Established flowspec session: keep the chain, or empty it.")
+@click.option("--scope", "scopes", multiple=True, type=ROUTE_TARGET, metavar="RT",
+              help="Apply only routes carrying this route target (or no scope); repeatable.")
+@click.option("--generation-timeout", type=click.FloatRange(min=1), default=60.0,
+              show_default=True,
+              help="Seconds to wait for a new policy to arrive whole before warning loudly.")
 @click.option("--backend", type=click.Choice(["auto", "nft", "legacy"]), default="auto",
               show_default=True, help="iptables backend; auto: the one holding the host's rules.")
 @click.option("--lock-file", default="/run/fs-inject.lock", show_default=True,
@@ -184,9 +220,9 @@ def error_line(exc: FlowsegError, chain: str) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="Errors only.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(__version__, prog_name="fs-inject")
-def main(once, interval, pathspace, family, chain, parent, stateful, on_session_down, backend,
-         lock_file, from_file, dry_run, show_state, as_json, detailed_exit, verbose, quiet,
-         debug) -> None:
+def main(once, interval, pathspace, family, chain, parent, stateful, on_session_down, scopes,
+         generation_timeout, backend, lock_file, from_file, dry_run, show_state, as_json,
+         detailed_exit, verbose, quiet, debug) -> None:
     """Install FRR's Flow-Spec routes as the switch's FLOWSPEC iptables chain."""
     setup_logging("fs-inject", verbose, quiet, debug)
     try:
@@ -195,7 +231,8 @@ def main(once, interval, pathspace, family, chain, parent, stateful, on_session_
     except FlowsegError as exc:
         raise click.BadParameter(str(exc)) from None
     families = {"ipv4": (Family.V4,), "ipv6": (Family.V6,)}.get(family, (Family.V4, Family.V6))
-    opts = Options(families, chain, parent, stateful, on_session_down, dry_run)
+    opts = Options(families, chain, parent, stateful, on_session_down, dry_run,
+                   frozenset(scopes))
     switch = system.Switch(pathspace, backend)
 
     if show_state:
@@ -225,10 +262,19 @@ def main(once, interval, pathspace, family, chain, parent, stateful, on_session_
 
     signals = Signals()
     log.info("polling FRR every %g s", interval)
+    waiting_since: float | None = None
     while not signals.stop:
         try:
             with system.Lock(lock_file):
-                run_once(switch, opts, None)
+                outcome = run_once(switch, opts, None)
+            if outcome is not Outcome.WAITING:
+                waiting_since = None
+            elif waiting_since is None:
+                waiting_since = time.monotonic()
+            elif time.monotonic() - waiting_since > generation_timeout:
+                log.error("a new policy has been arriving for %.0f s and is still incomplete; "
+                          "the switch enforces the previous one (check the controller's BGP "
+                          "sessions and BIRD's export filters)", time.monotonic() - waiting_since)
         except FlowsegError as exc:
             log.error("%s", error_line(exc, chain).removeprefix("fs-inject: ")
                       + f" Retrying in {interval:g} s.")

@@ -24,6 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from flowseg.encoding import COUNT_AS, GENERATION_AS, RESERVED_AS, SEQUENCE_AS
 from flowseg.errors import BadInput, BadRoute, InvalidValue
 from flowseg.iptables import ChainEntry, render_rule_args
 from flowseg.model import (
@@ -290,8 +291,38 @@ def _protocols(route: Route, where: str) -> list[tuple[int | None, bool]]:
     return [(v, False) for v in values]
 
 
+@dataclass(frozen=True)
+class Received:
+    """One route read from FRR: its chain entries and what it says about order and policy."""
+
+    route: Route
+    entries: tuple[ChainEntry, ...]
+    sequence: int | None
+    marking: int | None
+    generation: int | None
+    count: int | None
+    scopes: frozenset[str]
+
+
+def _reserved(targets: tuple[str, ...], asn: int, where: str) -> int | None:
+    values = {int(t.split(":")[1]) for t in targets if t.split(":")[0] == str(asn)}
+    if len(values) > 1:
+        raise BadRoute(f"{where}: {len(values)} different {asn}:N route targets")
+    return values.pop() if values else None
+
+
+def _is_scope(target: str) -> bool:
+    admin = target.split(":")[0]
+    return "." in admin or int(admin) not in RESERVED_AS
+
+
 def route_to_rules(route: Route, family: Family) -> list[ChainEntry]:
     """One route as chain entries (several when it lists several protocols)."""
+    return list(receive(route, family).entries)
+
+
+def receive(route: Route, family: Family) -> Received:
+    """One route as chain entries plus its sequence, generation and scopes."""
     where = f"route '{route.describe()}'"
     unknown = set(route.match) - KNOWN_KEYS
     if unknown:
@@ -340,14 +371,18 @@ def route_to_rules(route: Route, family: Family) -> list[ChainEntry]:
     rate = actions.rate if actions.rate else None
     catch_all = src == any_net and dst == any_net and protocols == [(None, False)] \
         and not any(fields.values())
-    if actions.marking is None:
+    sequence = _reserved(actions.targets, SEQUENCE_AS, where)
+    generation = _reserved(actions.targets, GENERATION_AS, where)
+    count = _reserved(actions.targets, COUNT_AS, where)
+    scopes = frozenset(t for t in actions.targets if _is_scope(t))
+    number = sequence if sequence is not None else actions.marking
+    if number is None:
         if not catch_all:
-            raise BadRoute(f"{where}: no traffic-marking, so its place in the chain is unknown")
+            raise BadRoute(f"{where}: no traffic-marking or sequence number, so its place in "
+                           "the chain is unknown")
         number = 0
-    elif actions.marking == 0:
-        raise BadRoute(f"{where}: traffic-marking 0 is no rule number")
-    else:
-        number = actions.marking
+    elif number == 0:
+        raise BadRoute(f"{where}: rule number 0 is no rule number")
     entries = []
     try:
         for protocol, negated in protocols:
@@ -358,7 +393,7 @@ def route_to_rules(route: Route, family: Family) -> list[ChainEntry]:
             entries.append(ChainEntry(rule, rate))
     except InvalidValue as exc:
         raise BadRoute(f"{where}: {exc}; not installed") from None
-    return entries
+    return Received(route, tuple(entries), sequence, actions.marking, generation, count, scopes)
 
 
 def order_key(entry: ChainEntry) -> tuple:
@@ -389,13 +424,20 @@ def route_family(route: Route) -> Family | None:
     return None
 
 
-def rules_from_vtysh(text: str, family: Family, mixed: bool = False) -> list[ChainEntry]:
-    """All routes of one family, in the order the controller's chain had them.
+@dataclass(frozen=True)
+class Selection:
+    """What to install for one family, or why to wait."""
 
-    mixed: the text may hold both families (a --from-file input); routes of the other family
-    are left to its own pass, and a route without any prefix cannot be placed.
-    """
-    rules: list[ChainEntry] = []
+    entries: list[ChainEntry]
+    generation: int | None
+    waiting: str | None = None
+    received: int = 0
+    out_of_scope: int = 0
+
+
+def read_family(text: str, family: Family, mixed: bool = False) -> list[Received]:
+    """Every route of one family. mixed: the text may hold both families (--from-file)."""
+    out = []
     for route in read_routes(text):
         if mixed:
             found = route_family(route)
@@ -404,12 +446,55 @@ def rules_from_vtysh(text: str, family: Family, mixed: bool = False) -> list[Cha
                                "unknown; give --family ipv4 or ipv6")
             if found is not family:
                 continue
-        rules.extend(route_to_rules(route, family))
-    rules.sort(key=order_key)
+        out.append(receive(route, family))
+    return out
+
+
+def completeness(routes: list[Received]) -> tuple[int | None, str | None]:
+    """(generation, None) when a whole generation is here, (None, why) while one arrives."""
+    gens = {r.generation for r in routes}
+    if not routes or gens == {None}:
+        return None, None
+    if None in gens:
+        return None, "routes with and without a generation stamp are mixed"
+    if len(gens) > 1:
+        return None, f"generations {', '.join(str(g) for g in sorted(gens))} are mixed"
+    (gen,) = gens
+    counts = {r.count for r in routes if r.count is not None}
+    if not counts:
+        return None, f"the policy route of generation {gen} (with the route count) is missing"
+    if len(counts) > 1:
+        raise BadRoute(f"generation {gen} names {len(counts)} different route counts")
+    (count,) = counts
+    if len(routes) != count:
+        return None, f"{len(routes)} of the {count} routes of generation {gen} are here"
+    return gen, None
+
+
+def select(routes: list[Received], scopes: frozenset[str] = frozenset()) -> Selection:
+    """Complete, in scope, in the controller's order; or the reason to keep what is in force."""
+    gen, waiting = completeness(routes)
+    if waiting:
+        return Selection([], None, waiting, len(routes))
+    rules = [r for r in routes if r.entries[0].rule.number != 0]
+    with_seq = sum(r.sequence is not None for r in rules)
+    if 0 < with_seq < len(rules):
+        raise BadRoute(f"{with_seq} of {len(rules)} routes carry a sequence number and the "
+                       "others only traffic-marking: their order is unknown")
+    kept = [r for r in routes if not (scopes and r.scopes and not r.scopes & scopes)]
+    entries = sorted((e for r in kept for e in r.entries), key=order_key)
     numbers: dict[int, Verdict] = {}
-    for entry in rules:
+    for entry in entries:
         rule = entry.rule
         if numbers.setdefault(rule.number, rule.verdict) is not rule.verdict:
             log.warning("rule %d arrives as both ACCEPT and DROP; DROP routes go first",
                         rule.number)
-    return rules
+    return Selection(entries, gen, None, len(routes), len(routes) - len(kept))
+
+
+def rules_from_vtysh(text: str, family: Family, mixed: bool = False) -> list[ChainEntry]:
+    """All routes of one family, in the order the controller's chain had them."""
+    selection = select(read_family(text, family, mixed))
+    if selection.waiting:
+        raise BadRoute(f"policy incomplete: {selection.waiting}")
+    return selection.entries

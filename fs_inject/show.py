@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from flowseg.model import Family
 
 COUNTED = re.compile(r"^\[(\d+):(\d+)\] -A (\S+) (.*)$")
-LABEL = re.compile(r'--comment "?flowseg (\S+)(?: rate (\S+))? ([0-9a-f]{12})"?')
+LABEL = re.compile(r'--comment "?flowseg (\S+)(?: g(\d+))?(?: rate (\S+))? ([0-9a-f]{12})"?')
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,12 @@ class Installed:
     packets: int
     bytes: int
     rule_id: str
+    generation: int | None = None
 
 
 def installed(saved: str, family: Family, chain: str) -> list[Installed]:
     out = []
+    generation = None
     for line in saved.splitlines():
         m = COUNTED.match(line.strip())
         if not m or m.group(3) != chain:
@@ -41,11 +43,15 @@ def installed(saved: str, family: Family, chain: str) -> list[Installed]:
         match = re.sub(r' ?-m comment --comment ("[^"]*"|\S+)', "", body)
         match = match.rsplit(" -j ", 1)[0].strip() or "(everything)"
         if label:
-            name, rid = label.group(1), label.group(3)
+            name, rid = label.group(1), label.group(4)
+            if label.group(2):
+                generation = int(label.group(2))
         else:
             name, rid = "stateful" if "ctstate" in body else "?", ""
         out.append(Installed(family.value, len(out) + 1, name, verdict, match, packets,
                              nbytes, rid))
+    if generation is not None:
+        out = [Installed(**{**asdict(r), "generation": generation}) for r in out]
     return out
 
 
@@ -60,7 +66,9 @@ def show(switch, families, chain: str, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{chain}: installed rules and counters", title_justify="left")
+    gens = sorted({f"IPv{r.family} generation {r.generation}" for r in rows if r.generation})
+    title = f"{chain}: installed rules and counters" + (f" ({', '.join(gens)})" if gens else "")
+    table = Table(title=title, title_justify="left")
     for col, justify in (("family", "left"), ("#", "right"), ("rule", "right"),
                          ("verdict", "left"), ("match", "left"), ("packets", "right"),
                          ("bytes", "right")):

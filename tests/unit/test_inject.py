@@ -74,3 +74,38 @@ def test_show_reads_counters_and_rule_numbers():
     assert [(r.rule, r.verdict, r.packets, r.bytes) for r in rows] == [
         ("1", "ACCEPT", 3, 252), ("policy", "DROP", 4, 336)]
     assert rows[0].match == "-s 2.0.0.1/32 -d 1.0.0.1/32"
+
+
+def generation(case: str):
+    text = (FIX / "generations" / f"{case}.vtysh-flowspec-v4.json").read_text()
+    return frr.read_family(text, Family.V4)
+
+
+def test_complete_generation_orders_by_sequence_past_63():
+    sel = frr.select(generation("complete"))
+    assert sel.waiting is None and sel.generation == 7
+    assert [e.rule.number for e in sel.entries] == [1, 300, 4999, 0]
+    lines = render_chain(sel.entries, "FLOWSPEC", generation=sel.generation)
+    assert '"flowseg policy g7 ' in lines[-1]
+    rows = show.installed(saved_chain([f"[0:0] {ln}" for ln in lines]), Family.V4, "FLOWSPEC")
+    assert {r.generation for r in rows} == {7}
+
+
+def test_scope_keeps_own_and_unscoped_routes():
+    sel = frr.select(generation("complete"), frozenset({"65000:101"}))
+    assert [e.rule.number for e in sel.entries] == [1, 4999, 0]
+    assert sel.out_of_scope == 1
+
+
+@pytest.mark.parametrize("case, why", [
+    ("mixed", "generations 7, 8 are mixed"),
+    ("incomplete", "2 of the 3 routes of generation 8 are here"),
+])
+def test_incomplete_or_mixed_generation_waits(case, why):
+    sel = frr.select(generation(case))
+    assert sel.waiting == why and sel.entries == []
+
+
+def test_sequence_and_marking_mix_is_refused():
+    with pytest.raises(frr.BadRoute, match="order is unknown"):
+        frr.select(generation("sequence-and-marking"))
