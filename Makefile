@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps test unit lab demo bench clean
+.PHONY: deps test unit lab fuzz demo bench clean
 
 deps:
 	scripts/install-deps $(VENV)
@@ -16,6 +16,10 @@ unit: deps
 
 lab: deps
 	$(PY) -m pytest -q -m lab
+
+# The long fuzz run: 50,000 cases per parser instead of the 1,000 of `make test`.
+fuzz: deps
+	FLOWSEG_FUZZ=long $(PY) -m pytest -q tests/unit/test_fuzz.py
 
 demo: deps
 	$(PY) examples/demo.py
