@@ -21,6 +21,7 @@ from rich.table import Table  # noqa: E402
 from flowseg.lab import Lab, missing_requirements  # noqa: E402
 from flowseg.scenario import (  # noqa: E402
     RICH_PROBES,
+    command,
     describe,
     fetch,
     inject,
@@ -111,6 +112,9 @@ def run_demo(lab: Lab) -> int:
             "ok" if ok else "[bold red]MISMATCH[/]",
         )
     console.print(table)
+    res = lab.run("sw", *command("fs-inject"), "--show")
+    console.print("[bold]fs-inject --show[/]: which rules the probes hit, by controller rule")
+    console.print(res.stdout)
 
     step("4. A second run of each command changes nothing")
     show_text("fs-fetch again", fetch(lab).stderr)
