@@ -452,6 +452,11 @@ def parse_rule(
             module = value(opt)
             if module == "frag" and got.frag_options is None:
                 got.frag_options = set()
+            wrong = {"icmp": Family.V6, "icmp6": Family.V4}.get(module)
+            if wrong is family:
+                other = "icmp6" if module == "icmp" else "icmp"
+                raise UnsupportedRule(f"{where} (-m {module}): not an IPv{family.value} match; "
+                                      f"use -m {other}")
             if module not in _MODULE_OPTIONS:
                 raise UnsupportedRule(
                     f"{where} (-m {module}): flowspec cannot carry the {module} match; "

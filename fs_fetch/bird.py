@@ -161,6 +161,41 @@ def frr_text(intervals: Intervals, top: int) -> str:
     return ", ".join(out)
 
 
+def frr_bitmask_text(bits: model.Bitmask, order: tuple[int, ...] | None = None) -> str:
+    """A bitmask component as FRR 8.4 prints it (wire facts 2.3 and 2.4).
+
+    TCP flags go out as one `value/mask` term (order None): "all of want" then "none of the
+    rest". Fragments go out one keyword per bit, in `order`.
+    """
+    if order is None:
+        terms = [f"= {bits.want}"] if bits.want else []
+        if bits.clear:
+            terms.append(f"∋ ! {bits.clear}")
+    else:
+        terms = [f"= {b}" if bits.want & b else f"∋ ! {b}" for b in order if bits.mask & b]
+    return ",&".join(terms)
+
+
+def frr_match(route: FlowRule) -> dict[str, str]:
+    """The match object FRR's detail JSON shows for the route (wire facts 2.1)."""
+    def prefix(net) -> str:
+        return f"{net}/off 0" if route.family is Family.V6 else str(net)
+
+    out = {"to": prefix(route.dst), "from": prefix(route.src)}
+    if route.protocol is not None:
+        out["proto"] = frr_text(protocol_values(route), PROTO_MAX)
+    keys = {"port": "port", "dport": "dstp", "sport": "srcp", "icmp_type": "type",
+            "icmp_code": "code", "length": "pktlen", "dscp": "dscp"}
+    for name, _, top in NUMERIC_FIELDS:
+        if getattr(route, name):
+            out[keys[name]] = frr_text(getattr(route, name), top)
+    if route.tcp_flags is not None:
+        out["tcp"] = frr_bitmask_text(route.tcp_flags)
+    if route.fragment is not None:
+        out["pktfrag"] = frr_bitmask_text(route.fragment, tuple(FRAGMENT_WORDS))
+    return out
+
+
 def split_for_receiver(intervals: Intervals, top: int, max_pairs: int | None) -> list[Intervals]:
     """Cut an OR-list into pieces of at most max_pairs operator pairs each."""
     if not intervals or max_pairs is None:
@@ -201,8 +236,9 @@ def routes_for(
         count *= len(c)
     if count > ROUTES_PER_RULE_MAX:
         raise UnsupportedRule(
-            f"{chain} rule {rule.number}: its lists need {count} routes for a {receiver.name} receiver "
-            f"(at most {ROUTES_PER_RULE_MAX}); split the rule or shorten its lists"
+            f"{chain} rule {rule.number}: its lists need {count} routes with receiver profile "
+            f"{receiver.name} (at most {ROUTES_PER_RULE_MAX}); split the rule or shorten its "
+            "lists"
         )
     if count == 1:
         return [rule]
@@ -320,6 +356,7 @@ def route_json(route: FlowRule, chain: str) -> dict:
         "verdict": route.verdict.value,
         "components": {word: text for word, text in components(route)},
         "communities": list(view.communities),
+        "frr": frr_match(route),
         "bird": f"route {view.word} {{ "
         + "".join(f"{c}; " for c in view.components)
         + "} { "

@@ -1,16 +1,19 @@
 """fs-fetch: the controller's FORWARD chain to BIRD 2 Flow-Spec routes.
 
 Reads the filter table (iptables-save, ip6tables-save, or --from-file), translates the chain
-into routes, writes the file that bird.conf includes, checks it and reloads BIRD. The file in
-force stays in force until a complete, valid replacement has been accepted by BIRD.
+into routes, checks every route against the receiving switches' limits (--receiver), writes the
+file that bird.conf includes, checks it with BIRD and reloads BIRD. The file in force stays in
+force until a complete, valid replacement has been accepted by BIRD.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -19,18 +22,38 @@ from flowseg import __version__
 from flowseg.errors import EXIT_CODES, BadInput, FlowsegError
 from flowseg.iptables import check_chain_name, parse_policy, split_families
 from flowseg.logs import setup_logging
-from flowseg.model import Family, Policy
+from flowseg.model import Family, FlowRule, Policy
 from fs_fetch import bird, system
 
 log = logging.getLogger("fs-fetch")
 
 
-def read_policies(text: str, chain: str, families: list[Family]) -> list[Policy]:
+@dataclass
+class Outcome:
+    """What one run did, for the summary and --json."""
+
+    policies: list[Policy]
+    plans: list[list[FlowRule]]
+    path: Path
+    changed: bool = False
+    written: bool = False
+    reloaded: bool = False
+    reply: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def read_policies(
+    text: str,
+    chain: str,
+    families: list[Family],
+    skip_unsupported: bool = False,
+    force: bool = False,
+) -> list[Policy]:
     tables = {t.family: t for t in split_families(text)}
     policies = []
     for family in families:
         if family in tables:
-            policies.append(parse_policy(tables[family], chain))
+            policies.append(parse_policy(tables[family], chain, skip_unsupported, force))
     if not policies:
         raise BadInput("the input holds no filter table; give iptables-save output")
     return policies
@@ -47,24 +70,37 @@ def run_fetch(
     templates: Path | None,
     dry_run: bool,
     reload: bool,
-) -> bool:
-    """One fs-fetch run; returns whether BIRD got a new configuration."""
-    policies = read_policies(text, chain, families)
+    receiver: bird.Receiver = bird.RECEIVERS["frr"],
+    skip_unsupported: bool = False,
+    force: bool = False,
+    show_file: bool = True,
+) -> Outcome:
+    """One fs-fetch run: read, translate and lint, render, then write, check and reload."""
+    policies = read_policies(text, chain, families, skip_unsupported, force)
     for p in policies:
         log.info(
             "read %d rules from IPv%d %s, policy %s",
-            len(p.rules), p.family.value, p.chain, p.default.value,
+            len(p.rules) + len(p.skipped), p.family.value, p.chain, p.default.value,
         )
-    new = bird.render(policies, tables, source, templates).encode()
-    routes = bird.count_routes(policies)
-    if dry_run:
-        sys.stdout.write(new.decode())
-        return False
-
+    # Every route is linted for the receiver here, before anything touches BIRD.
+    plans = [bird.plan(p, receiver) for p in policies]
+    new = bird.render(policies, tables, source, templates, receiver, plans).encode()
+    out = Outcome(policies, plans, bird_conf)
+    routes = sum(len(p) for p in plans)
+    if log.isEnabledFor(logging.DEBUG):
+        for policy, planned in zip(policies, plans):
+            for route in planned:
+                log.debug("route %s", bird.route_json(route, policy.chain)["bird"])
     old = system.read_file(bird_conf)
-    if old == new:
+    out.changed = old != new
+    if dry_run:
+        if show_file:
+            sys.stdout.write(new.decode())
+        return out
+
+    if not out.changed:
         log.info("%s unchanged (%d routes): BIRD not reloaded", bird_conf, routes)
-        return False
+        return out
 
     with tempfile.TemporaryDirectory(prefix="fs-fetch-") as tmp:
         candidate = Path(tmp) / bird_conf.name
@@ -72,17 +108,84 @@ def run_fetch(
         controller.bird_check(candidate, tables)
 
     system.write_atomic(bird_conf, new)
+    out.written = True
     log.info("wrote %s: %d routes", bird_conf, routes)
     if not reload:
-        return False
+        return out
     try:
-        reply = controller.configure()
+        out.reply = controller.configure()
     except FlowsegError:
         system.restore(bird_conf, old)
         log.info("put the previous %s back", bird_conf)
         raise
-    log.info("birdc configure: %s", reply or "ok")
-    return True
+    out.reloaded = True
+    log.info("birdc configure: %s", out.reply or "ok")
+    return out
+
+
+def outcome_json(out: Outcome) -> dict:
+    """The routes and what happened to them, for scripts (--json)."""
+    return {
+        "file": str(out.path),
+        "changed": out.changed,
+        "written": out.written,
+        "reloaded": out.reloaded,
+        "bird_reply": out.reply,
+        "families": [
+            {
+                "family": p.family.afi,
+                "chain": p.chain,
+                "policy": p.default.value,
+                "rules_carried": len(p.rules),
+                "left_out": list(p.skipped),
+                "routes": [bird.route_json(r, p.chain) for r in planned],
+            }
+            for p, planned in zip(out.policies, out.plans)
+        ],
+    }
+
+
+def summary_lines(out: Outcome, dry_run: bool, reload: bool) -> list[str]:
+    lines = []
+    for p, planned in zip(out.policies, out.plans):
+        lines.append(
+            f"IPv{p.family.value} {p.chain}: {len(p.rules) + len(p.skipped)} rules read, "
+            f"{len(p.rules)} carried, {len(p.skipped)} left out, {len(planned)} routes, "
+            f"policy {p.default.value}"
+        )
+    if dry_run:
+        state = "would change" if out.changed else "would stay as it is"
+    elif not out.changed:
+        state = "unchanged, BIRD not reloaded"
+    elif out.reloaded:
+        state = f"written, BIRD reconfigured ({out.reply or 'ok'})"
+    else:
+        state = "written, BIRD not reloaded (--no-reload)" if not reload else "written"
+    lines.append(f"{out.path}: {state}")
+    return lines
+
+
+def print_summary(out: Outcome, dry_run: bool, reload: bool) -> None:
+    """On a terminal a small rich table; in a pipe plain `fs-fetch: ...` lines."""
+    lines = summary_lines(out, dry_run, reload)
+    if not sys.stderr.isatty():
+        for line in lines:
+            click.echo(f"fs-fetch: {line}", err=True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="fs-fetch", title_justify="left", show_edge=False)
+    for name in ("family", "chain", "rules read", "carried", "left out", "routes", "policy"):
+        table.add_column(name, justify="right" if name not in ("family", "chain") else "left")
+    for p, planned in zip(out.policies, out.plans):
+        table.add_row(
+            f"IPv{p.family.value}", p.chain, str(len(p.rules) + len(p.skipped)),
+            str(len(p.rules)), str(len(p.skipped)), str(len(planned)), p.default.value,
+        )
+    console = Console(stderr=True)
+    console.print(table)
+    console.print(lines[-1], markup=False, highlight=False)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
@@ -114,10 +217,29 @@ def run_fetch(
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Use the Jinja2 templates in DIR instead of the installed ones.",
 )
+@click.option(
+    "--receiver",
+    type=click.Choice(sorted(bird.RECEIVERS)),
+    default="frr",
+    show_default=True,
+    help="What the switches accept: frr (at most 5 operator pairs per component; longer "
+    "lists become several routes) or rfc (no limit).",
+)
+@click.option(
+    "--skip-unsupported",
+    is_flag=True,
+    help="Leave out rules flowspec cannot carry, with a warning each, instead of stopping.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --skip-unsupported: also leave out a DROP rule that shields a later ACCEPT.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the translated routes as JSON.")
 @click.option("--dry-run", is_flag=True, help="Print the file it would write; touch nothing.")
 @click.option("--no-reload", is_flag=True, help="Write the file but do not reload BIRD.")
 @click.option("-v", "--verbose", count=True, help="More log (-v info, -vv debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Errors only.")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only (no summary).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(__version__, prog_name="fs-fetch")
 def main(
@@ -129,6 +251,10 @@ def main(
     family: str,
     from_file,
     templates: Path | None,
+    receiver: str,
+    skip_unsupported: bool,
+    force: bool,
+    as_json: bool,
     dry_run: bool,
     no_reload: bool,
     verbose: int,
@@ -142,6 +268,8 @@ def main(
         for name in (table4, table6):
             bird.check_table_name(name)
         bird.check_path(bird_conf)
+        if force and not skip_unsupported:
+            raise click.UsageError("--force only makes sense with --skip-unsupported")
         families = {"ipv4": [Family.V4], "ipv6": [Family.V6]}.get(family, [Family.V4, Family.V6])
         controller = system.Controller(bird_socket)
         if from_file is not None:
@@ -150,7 +278,7 @@ def main(
         else:
             text = "".join(controller.iptables_save(f) for f in families)
             source = f"host {socket.gethostname()}, table filter, chain {chain}"
-        run_fetch(
+        out = run_fetch(
             controller,
             text,
             source,
@@ -161,12 +289,20 @@ def main(
             templates,
             dry_run,
             not no_reload,
+            bird.RECEIVERS[receiver],
+            skip_unsupported,
+            force,
+            show_file=not as_json,
         )
     except FlowsegError as exc:
         if debug:
             log.exception("failed")
         click.echo(f"fs-fetch: {str(exc).rstrip('.')}. Nothing changed.", err=True)
         sys.exit(exc.exit_code)
+    if as_json:
+        click.echo(json.dumps(outcome_json(out), indent=2))
+    if not quiet:
+        print_summary(out, dry_run, not no_reload)
 
 
 if __name__ == "__main__":

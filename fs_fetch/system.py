@@ -20,6 +20,10 @@ from flowseg.run import iptables_save, run
 log = logging.getLogger(__name__)
 
 BIRD_ERROR = re.compile(r"^(8\d{3}|9\d{3})[ -](.*)$")
+BIRD_REPLY = re.compile(r"^(\d{4})[ -](.*)$")
+# 0003 Reconfigured; 0004 Reconfiguration in progress; 0005 ... queueing new config. All three
+# mean BIRD has the new file and applies it (0004/0005 as soon as the running one is done).
+ACCEPTED = ("0003", "0004", "0005")
 
 
 class Controller:
@@ -59,8 +63,17 @@ class Controller:
             raise BirdRejected(f"bird -p refused the new file: {res.first_error_line()}")
 
     def configure(self) -> str:
+        """`birdc configure`, and what BIRD said: "Reconfigured" or that it queued the change.
+
+        Any other answer means BIRD did not take the new file (wire facts 4.2).
+        """
         lines = self._birdc("configure")
-        return lines[-1] if lines else ""
+        codes = {m.group(1): m.group(2).strip() for ln in lines if (m := BIRD_REPLY.match(ln))}
+        for code in ACCEPTED:
+            if code in codes:
+                return codes[code]
+        last = lines[-1] if lines else "no answer"
+        raise ToolFailed(f"birdc configure answered {last!r}; BIRD did not take the new file")
 
 
 def read_file(path: Path) -> bytes | None:
