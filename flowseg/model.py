@@ -312,7 +312,11 @@ def protocol_number(word: str) -> int:
 
 @dataclass(frozen=True)
 class Policy:
-    """A chain read from one family's filter table: its rules in order and its policy."""
+    """A chain read from one family's filter table: its rules in order and its policy.
+
+    skipped holds one line per rule that is not carried (the stateful return-traffic rule, or
+    what --skip-unsupported left out), naming the rule and why.
+    """
 
     family: Family
     chain: str

@@ -257,6 +257,10 @@ def lint(route: FlowRule, receiver: Receiver, chain: str) -> None:
                 f"{what}: {word} needs {pairs} operator pairs, {receiver.name} takes "
                 f"{receiver.max_pairs}; shorten the list"
             )
+    for word, text in components(route):
+        # What FRR resets the session for (wire facts 2.5), checked on the text BIRD gets.
+        if re.search(r"!=|\btrue\b|\boffset\b", text):
+            raise UnsupportedRule(f"{what}: {word} {text!r} would make FRR reset the session")
     if not route.is_policy and not 1 <= route.number <= MARKING_MAX:
         raise UnsupportedRule(
             f"{what}: traffic-marking carries rule numbers 1-{MARKING_MAX} only; shorten "
