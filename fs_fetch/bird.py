@@ -248,9 +248,9 @@ def routes_for(
 def lint(route: FlowRule, receiver: Receiver, chain: str) -> None:
     """Refuse a route the receiver would choke on; every route is checked before BIRD is."""
     what = f"{chain} policy" if route.is_policy else f"{chain} rule {route.number}"
-    components = [("proto", protocol_values(route), PROTO_MAX)]
-    components += [(word, getattr(route, name), top) for name, word, top in NUMERIC_FIELDS]
-    for word, values, top in components:
+    numeric = [("proto", protocol_values(route), PROTO_MAX)]
+    numeric += [(word, getattr(route, name), top) for name, word, top in NUMERIC_FIELDS]
+    for word, values, top in numeric:
         pairs = numeric_pairs(values, top)
         if receiver.max_pairs is not None and pairs > receiver.max_pairs:
             raise UnsupportedRule(
