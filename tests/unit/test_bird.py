@@ -101,3 +101,19 @@ def test_duplicate_match_keeps_the_first_rule_only(caplog):
     routes = bird.plan(twice)
     assert [r.number for r in routes] == [1, 0]
     assert "same match as rule 1" in caplog.text
+
+
+def test_user_templates_get_typed_values_and_a_safe_string_filter(tmp_path):
+    for src in (bird.templates_dir()).glob("*.j2"):
+        (tmp_path / src.name).write_text(src.read_text())
+    route = (tmp_path / "route.j2").read_text().replace(
+        "{%- endmacro %}", "{% if rt.comment %} # note {{ rt.comment|bird_string }}{% endif %}"
+        "{%- endmacro %}")
+    (tmp_path / "route.j2").write_text(route)
+    text = (FIX / "iptables" / "components" / "iptables-save.txt").read_text()
+    pols = [parse_policy(t, "FORWARD") for t in split_families(text)]
+    out = bird.render(pols, TABLES, "x", tmp_path)
+    assert "# note \"quote ' and backslash / stay inside the comment\"" in out
+    (tmp_path / "route.j2").write_text(route.replace("rt.comment|", "rt.no_such_field|"))
+    with pytest.raises(bird.TemplateFailed, match="no_such_field"):
+        bird.render(pols, TABLES, "x", tmp_path)
