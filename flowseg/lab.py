@@ -478,6 +478,7 @@ class Lab:
         self.setup_seconds: float | None = None
         self.teardown_seconds: float | None = None
         self._daemons: dict[str, subprocess.Popen] = {}
+        self._bgpd_pids: set[int] = set()
         self._ports = itertools.cycle(range(*_PROBE_PORTS))
         self._icmp_ids = itertools.cycle(range(1, 0x10000))
         self._started = False
@@ -669,6 +670,8 @@ class Lab:
     def kill(self, daemon: str, sig: int = signal.SIGKILL) -> None:
         """Stop "bird" or "bgpd" the hard way, as a crash would (a fault test's first step)."""
         proc = self._daemons.pop(daemon)
+        if daemon == "bgpd":
+            self._bgpd_pids.add(proc.pid)
         proc.send_signal(sig)
         proc.wait(timeout=10)
         if daemon == "bird":
@@ -695,6 +698,8 @@ class Lab:
         _LIVE.discard(self)
         begin = time.monotonic()
         pids = {proc.pid for proc in self._daemons.values()}
+        # bgpd keeps a crash-log folder per pid in /var/tmp/frr; it is ours to remove.
+        self._bgpd_pids.update(p.pid for n, p in self._daemons.items() if n == "bgpd")
         for pidfile in (self.bird_pidfile, self.bgpd_pidfile):
             try:
                 pid = int(pidfile.read_text().split()[0])
@@ -725,6 +730,8 @@ class Lab:
             log.warning("lab %s: kept %s (%s=1)", self.name, self.tmpdir, KEEP_ENV)
         else:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
+        for pid in self._bgpd_pids:
+            shutil.rmtree(f"/var/tmp/frr/bgpd.{pid}", ignore_errors=True)
         self.teardown_seconds = time.monotonic() - begin
         log.info("lab %s closed in %.2f s", self.name, self.teardown_seconds)
 

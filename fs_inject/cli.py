@@ -13,12 +13,12 @@ import re
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import click
 
-from flowseg import __version__
-from flowseg.errors import EXIT_CODES, FlowsegError
+from flowseg import __version__, metrics
+from flowseg.errors import EXIT_CODES, BadRoute, FlowsegError
 from flowseg.iptables import check_chain_name, read_state, render_chain, render_restore
 from flowseg.logs import setup_logging
 from flowseg.model import Family
@@ -71,6 +71,7 @@ class Plan:
     restore: str | None
     repaired: int = 0
     waiting: str | None = None
+    generation: int | None = None
 
 
 def plan_family(switch: system.Switch, family: Family, routes_text: str, opts: Options,
@@ -96,7 +97,7 @@ def plan_family(switch: system.Switch, family: Family, routes_text: str, opts: O
     repaired = 0
     if restore is not None and state.rules:
         repaired = len(set(state.rules) ^ set(lines))
-    return Plan(family, lines, restore, repaired)
+    return Plan(family, lines, restore, repaired, generation=selection.generation)
 
 
 def session_state(switch: system.Switch, family: Family) -> bool:
@@ -108,8 +109,19 @@ def session_state(switch: system.Switch, family: Family) -> bool:
     return bool(up)
 
 
-def run_once(switch: system.Switch, opts: Options, from_text: str | None) -> Outcome:
+@dataclass
+class Report:
+    """What a run saw, for --metrics-file."""
+
+    session: bool | None = None
+    generation: int | None = None
+    rules: dict[Family, int] = field(default_factory=dict)
+
+
+def run_once(switch: system.Switch, opts: Options, from_text: str | None,
+             report: Report | None = None) -> Outcome:
     """Read every family first, then apply: a bad route in one family changes nothing at all."""
+    report = report if report is not None else Report()
     plans = []
     kept = False
     for family in opts.families:
@@ -118,6 +130,7 @@ def run_once(switch: system.Switch, opts: Options, from_text: str | None) -> Out
             text, up = from_text, True
         else:
             up = session_state(switch, family)
+            report.session = up if report.session is None else report.session and up
             text = switch.flowspec_json(family) if up else ""
             if not up and opts.on_session_down == "keep":
                 log.warning("IPv%d %s kept as it was until a session is back "
@@ -133,11 +146,14 @@ def run_once(switch: system.Switch, opts: Options, from_text: str | None) -> Out
         return Outcome.UNCHANGED
     changed = waiting = False
     for p in plans:
+        if p.generation is not None:
+            report.generation = p.generation
         if p.waiting:
             log.warning("IPv%d: waiting for a complete policy (%s); %s kept as it was",
                         p.family.value, p.waiting, opts.chain)
             waiting = True
             continue
+        report.rules[p.family] = len(p.lines)
         if p.restore is None:
             log.info("IPv%d %s unchanged (%d rules): nothing written",
                      p.family.value, opts.chain, len(p.lines))
@@ -180,6 +196,43 @@ class Signals:
         self.poll_now = False
 
 
+def write_metrics(path: str, switch: system.Switch, opts: Options, outcome: Outcome | None,
+                  report: Report, refused: int) -> None:
+    """The Prometheus textfile for this run; a failure to write it only warns."""
+    counters = []
+    totals: dict[tuple[Family, str], list[int]] = {}
+    try:
+        for family in opts.families:
+            saved = switch.iptables_save(family, counters=True)
+            for row in show.installed(saved, family, opts.chain):
+                if row.rule in ("stateful", "?"):
+                    continue
+                rule = metrics.POLICY if row.rule == "policy" else int(row.rule)
+                pair = totals.setdefault((family, rule), [0, 0])
+                pair[0] += row.packets
+                pair[1] += row.bytes
+            report.rules.setdefault(family, len(show.installed(saved, family, opts.chain)))
+    except FlowsegError as exc:
+        log.warning("metrics: cannot read the counters: %s", exc)
+    for (family, rule), (packets, nbytes) in totals.items():
+        counters.append(metrics.RuleCounter(family, rule, packets, nbytes))
+    result = {Outcome.APPLIED: "applied", None: "failed"}.get(outcome, "unchanged")
+    facts = metrics.MetricFacts(
+        program="fs-inject",
+        rules_installed=report.rules,
+        routes_refused=refused,
+        last_apply_time=time.time(),
+        last_apply_result=result,
+        session_established=report.session,
+        generation=report.generation,
+        counters=counters,
+    )
+    try:
+        metrics.write_textfile(path, metrics.render(facts))
+    except OSError as exc:
+        log.warning("metrics: cannot write %s: %s", path, exc)
+
+
 def error_line(exc: FlowsegError, chain: str) -> str:
     return f"fs-inject: {str(exc).rstrip('.')}. {chain} kept as it was."
 
@@ -214,6 +267,8 @@ def error_line(exc: FlowsegError, chain: str) -> str:
 @click.option("--show", "show_state", is_flag=True,
               help="Print the installed rules with their packet and byte counters.")
 @click.option("--json", "as_json", is_flag=True, help="With --show: JSON for scripts.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False),
+              help="Write a Prometheus textfile-collector file after every run.")
 @click.option("--detailed-exit", is_flag=True,
               help=f"--once exits {EXIT_APPLIED} when it applied a change, 0 when unchanged.")
 @click.option("-v", "--verbose", count=True, help="More log (-v info, -vv debug).")
@@ -222,7 +277,7 @@ def error_line(exc: FlowsegError, chain: str) -> str:
 @click.version_option(__version__, prog_name="fs-inject")
 def main(once, interval, pathspace, family, chain, parent, stateful, on_session_down, scopes,
          generation_timeout, backend, lock_file, from_file, dry_run, show_state, as_json,
-         detailed_exit, verbose, quiet, debug) -> None:
+         metrics_file, detailed_exit, verbose, quiet, debug) -> None:
     """Install FRR's Flow-Spec routes as the switch's FLOWSPEC iptables chain."""
     setup_logging("fs-inject", verbose, quiet, debug)
     try:
@@ -245,17 +300,23 @@ def main(once, interval, pathspace, family, chain, parent, stateful, on_session_
 
     from_text = from_file.read() if from_file is not None else None
     if once or dry_run or from_text is not None:
+        report = Report()
         try:
             if dry_run:
-                outcome = run_once(switch, opts, from_text)
+                outcome = run_once(switch, opts, from_text, report)
             else:
                 with system.Lock(lock_file):
-                    outcome = run_once(switch, opts, from_text)
+                    outcome = run_once(switch, opts, from_text, report)
         except FlowsegError as exc:
             if debug:
                 log.exception("failed")
             click.echo(error_line(exc, chain), err=True)
+            if metrics_file and not dry_run:
+                write_metrics(metrics_file, switch, opts, None, report,
+                              int(isinstance(exc, BadRoute)))
             sys.exit(exc.exit_code)
+        if metrics_file and not dry_run:
+            write_metrics(metrics_file, switch, opts, outcome, report, 0)
         if detailed_exit and outcome is Outcome.APPLIED:
             sys.exit(EXIT_APPLIED)
         return
@@ -264,9 +325,12 @@ def main(once, interval, pathspace, family, chain, parent, stateful, on_session_
     log.info("polling FRR every %g s", interval)
     waiting_since: float | None = None
     while not signals.stop:
+        report = Report()
+        outcome = None
+        refused = 0
         try:
             with system.Lock(lock_file):
-                outcome = run_once(switch, opts, None)
+                outcome = run_once(switch, opts, None, report)
             if outcome is not Outcome.WAITING:
                 waiting_since = None
             elif waiting_since is None:
@@ -276,8 +340,11 @@ def main(once, interval, pathspace, family, chain, parent, stateful, on_session_
                           "the switch enforces the previous one (check the controller's BGP "
                           "sessions and BIRD's export filters)", time.monotonic() - waiting_since)
         except FlowsegError as exc:
+            refused = int(isinstance(exc, BadRoute))
             log.error("%s", error_line(exc, chain).removeprefix("fs-inject: ")
                       + f" Retrying in {interval:g} s.")
+        if metrics_file:
+            write_metrics(metrics_file, switch, opts, outcome, report, refused)
         signals.sleep(interval)
     log.info("stopping on signal")
 

@@ -111,7 +111,8 @@ def unit_daemon(lab, interval: float):
     # Later options win in click, so the lab's interval replaces the example's. The lock file
     # goes into the lab's folder: /run/fs-inject.lock is shared with every other lab.
     opts += ["--pathspace", lab.pathspace, "--interval", str(interval), "-v",
-             "--lock-file", str(lab.tmpdir / "fs-inject.lock")]
+             "--lock-file", str(lab.tmpdir / "fs-inject.lock"),
+             "--metrics-file", str(lab.tmpdir / "fs-inject.prom")]
     argv = ["ip", "netns", "exec", lab.sw, *setpriv_for(unit),
             *unit_argv(unit, {"FS_INJECT_OPTS": " ".join(opts)})]
     log = lab.tmpdir / "fs-inject.log"
@@ -163,6 +164,20 @@ def test_fs_inject_runs_from_its_unit_file(lab):
         assert len(rules(lab)) == 12, log.read_text()
         assert lab.probe("tcp", dport=22)
         assert not lab.probe("tcp", dport=23)
+
+        # The metrics file shows the applied rules and the counters of the rules that matched.
+        def prom() -> str:
+            path = lab.tmpdir / "fs-inject.prom"
+            return path.read_text() if path.exists() else ""
+
+        deadline = time.monotonic() + 10
+        while 'flowseg_rule_packets_total{program="fs-inject",family="ipv4",rule="3"} 1' \
+                not in prom() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        text = prom()
+        assert 'flowseg_rules_installed{program="fs-inject",family="ipv4"} 12' in text, text
+        assert 'flowseg_rule_packets_total{program="fs-inject",family="ipv4",rule="3"} 1' in text
+        assert 'flowseg_bgp_session_established{program="fs-inject"} 1' in text
 
         assert "polling FRR every 0.5 s" in stop_cleanly(proc, log)
 
