@@ -24,5 +24,10 @@ fuzz: deps
 demo: deps
 	$(PY) examples/demo.py
 
+# The benchmark (bench/README.md): not part of `make test`. ARGS=--quick for 10-1,000 rules.
+bench: deps
+	$(VENV)/bin/pip install -q '.[bench]'
+	$(PY) bench/run.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info
