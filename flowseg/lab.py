@@ -452,7 +452,12 @@ class Lab:
     ctl_as, sw_as = CTL_AS, SW_AS
     sw_if_ctl, sw_if_h1, sw_if_h2 = SW_IF_CTL, SW_IF_H1, SW_IF_H2
 
-    def __init__(self, examples_dir: str | os.PathLike | None = None, keep: bool | None = None):
+    def __init__(
+        self,
+        examples_dir: str | os.PathLike | None = None,
+        keep: bool | None = None,
+        zebra: bool = False,
+    ):
         self.name = f"{_PREFIX}{os.getpid()}-{next(_COUNTER)}"
         # bgpd -N and vtysh -N: the sockets go to /var/run/frr/<pathspace>/.
         self.pathspace = self.name
@@ -479,6 +484,10 @@ class Lab:
         self.teardown_seconds: float | None = None
         self._daemons: dict[str, subprocess.Popen] = {}
         self._bgpd_pids: set[int] = set()
+        # zebra=True: a zebra beside bgpd, for the tests about zebra (FRR 8.4's zebra crashes
+        # when flowspec drop routes are withdrawn, wire facts 5); every other test runs -Z.
+        self.zebra = zebra
+        self.zebra_socket = self.tmpdir / "zebra" / "zserv.api"
         self._ports = itertools.cycle(range(*_PROBE_PORTS))
         self._icmp_ids = itertools.cycle(range(1, 0x10000))
         self._started = False
@@ -510,6 +519,8 @@ class Lab:
             self._build_network()
             self._write_configs()
             self._start_bird()
+            if self.zebra:
+                self._start_zebra()
             self._start_bgpd()
             if wait:
                 self.wait_established()
@@ -605,6 +616,30 @@ class Lab:
             ),
         )
 
+    def _start_zebra(self) -> None:
+        # zebra has no -S and refuses `-u root` (root is not in frrvty), so it runs as frr, the
+        # package's user: its socket, pid and log go to a folder of the lab that frr owns.
+        zdir = self.tmpdir / "zebra"
+        zdir.mkdir(exist_ok=True)
+        os.chmod(self.tmpdir, 0o711)
+        shutil.chown(zdir, "frr", "frr")
+        if not FRR_RUN_DIR.exists():
+            FRR_RUN_DIR.mkdir(mode=0o755)
+            with contextlib.suppress(LookupError):
+                shutil.chown(FRR_RUN_DIR, "frr", "frr")
+        self.frr_run_dir.mkdir(exist_ok=True)
+        shutil.chown(self.frr_run_dir, "frr", "frr")
+        conf = zdir / "zebra.conf"
+        conf.write_text("hostname sw\n")
+        shutil.chown(conf, "frr", "frr")
+        argv = [
+            "/usr/lib/frr/zebra", "-N", self.pathspace, "-f", str(conf),
+            "-z", str(self.zebra_socket), "-P", "0",
+            "-i", str(zdir / "zebra.pid"), "--log", f"file:{zdir / 'zebra.log'}",
+        ]  # fmt: skip
+        self._daemons["zebra"] = self._spawn("sw", argv, "zebra.out")
+        self._wait_ready("zebra", lambda: self.zebra_socket.exists())
+
     def _start_bgpd(self) -> None:
         # bgpd creates the pathspace dir itself, but only when it gets that far; making it
         # here means vtysh finds a dir (not a missing one) and close() has a known thing to
@@ -621,7 +656,7 @@ class Lab:
             "-N", self.pathspace,
             "-f", str(self.frr_conf),
             # No zebra: flowseg builds the netfilter rules itself (see examples/frr.conf).
-            "-Z",
+            *(["-z", str(self.zebra_socket)] if self.zebra else ["-Z"]),
             # Stay root. `-u root -g root` is refused ("user(root) is not part of vty group
             # specified(frrvty)"), and running as frr would need the temp dir readable by it.
             "-S",
@@ -680,7 +715,7 @@ class Lab:
 
     def revive(self, daemon: str) -> None:
         """Start "bird" or "bgpd" again after kill(), with the same configuration."""
-        {"bird": self._start_bird, "bgpd": self._start_bgpd}[daemon]()
+        {"bird": self._start_bird, "bgpd": self._start_bgpd, "zebra": self._start_zebra}[daemon]()
 
     def processes(self) -> set[int]:
         """Live processes that belong to this lab."""
