@@ -396,22 +396,41 @@ def receive(route: Route, family: Family) -> Received:
     return Received(route, tuple(entries), sequence, actions.marking, generation, count, scopes)
 
 
+def _rfc_prefix(net, any_net) -> tuple:
+    # RFC 8955 5.1: a route with the component precedes one without; a longer (more specific)
+    # prefix precedes a shorter one; equal lengths go by the lower address.
+    if net == any_net:
+        return (1, 0, 0)
+    return (0, -net.prefixlen, int(net.network_address))
+
+
+def _rfc_values(value) -> tuple:
+    # Other components: present before absent, then the lower value first (a stand-in for the
+    # RFC's byte comparison of the encoded component, which gives the same order for the
+    # single values and ranges fs-fetch writes).
+    if value in ((), None, False):
+        return (1,)
+    return (0, repr(value))
+
+
 def order_key(entry: ChainEntry) -> tuple:
-    """Controller order: by rule number, the policy (0) last; ties broken the same way always.
+    """Controller order: by rule number, the policy (0) last; ties in RFC 8955 5.1 order.
 
     Routes of one rule (a long list split for FRR) share a number and a verdict, so their
-    order among themselves does not change what the chain does.
+    order among themselves does not change what the chain does; two rules that arrive with
+    the same number (duplicate markings from a foreign speaker) get the RFC's order.
     """
     rule = entry.rule
+    any_net = rule.family.any_net
     return (
         rule.number == 0,
         rule.number,
-        rule.verdict is not Verdict.DROP,
-        str(rule.src),
-        str(rule.dst),
-        rule.protocol or 0,
-        rule.sport,
-        rule.dport,
+        _rfc_prefix(rule.dst, any_net),
+        _rfc_prefix(rule.src, any_net),
+        *(_rfc_values(getattr(rule, f)) for f in (
+            "protocol", "port", "dport", "sport", "icmp_type", "icmp_code", "tcp_flags",
+            "length", "dscp", "fragment")),
+        rule.protocol_negated,
         entry.rate or 0.0,
     )
 
@@ -487,8 +506,8 @@ def select(routes: list[Received], scopes: frozenset[str] = frozenset()) -> Sele
     for entry in entries:
         rule = entry.rule
         if numbers.setdefault(rule.number, rule.verdict) is not rule.verdict:
-            log.warning("rule %d arrives as both ACCEPT and DROP; DROP routes go first",
-                        rule.number)
+            log.warning("rule %d arrives as both ACCEPT and DROP; its routes go in RFC 8955 "
+                        "5.1 order", rule.number)
     return Selection(entries, gen, None, len(routes), len(routes) - len(kept))
 
 

@@ -173,3 +173,18 @@ def test_stateful_lets_a_tcp_handshake_complete(lab):
     finally:
         server.kill()
         server.wait()
+
+
+def test_backend_follows_the_host_rules(lab):
+    # The switch's own rules live in the legacy tables: fs-inject must write there too, or
+    # packets would meet the host's legacy FORWARD rules and never our chain.
+    lab.run("sw", "iptables-legacy", "-A", "INPUT", "-s", "192.0.2.99/32", "-j", "DROP")
+    lab.run("sw", "iptables-legacy", "-A", "INPUT", "-s", "192.0.2.98/32", "-j", "DROP")
+    load_policy(lab, "slides.sh")
+    fetch(lab)
+    lab.wait_frr_routes(4, 2)
+    res = inject(lab, "--family", "ipv4")
+    assert "iptables backend: legacy" in res.stderr
+    legacy = lab.run("sw", "iptables-legacy", "-S", "FLOWSPEC").stdout
+    assert "-A FLOWSPEC -s 2.0.0.1/32 -d 1.0.0.1/32" in legacy
+    assert lab.run("sw", "iptables-nft", "-S", "FLOWSPEC", check=False).returncode != 0

@@ -109,3 +109,11 @@ def test_incomplete_or_mixed_generation_waits(case, why):
 def test_sequence_and_marking_mix_is_refused():
     with pytest.raises(frr.BadRoute, match="order is unknown"):
         frr.select(generation("sequence-and-marking"))
+
+
+def test_same_number_with_different_verdicts_goes_in_rfc_order(caplog):
+    wide = frr.Route({"to": "198.51.100.0/24"}, ("FS:rate 0.000000", "FS:marking 3"))
+    narrow = frr.Route({"to": "198.51.100.10/32"}, ("FS:marking 3",))
+    sel = frr.select([frr.receive(wide, Family.V4), frr.receive(narrow, Family.V4)])
+    assert [str(e.rule.dst) for e in sel.entries] == ["198.51.100.10/32", "198.51.100.0/24"]
+    assert "rule 3 arrives as both ACCEPT and DROP" in caplog.text
