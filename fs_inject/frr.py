@@ -211,8 +211,13 @@ def read_actions(route: Route, where: str) -> Actions:
             value = token.split(" ", 1)[1]
             if not value.isdigit():
                 raise BadRoute(f"{where}: bad traffic-marking {token!r}")
+            if marking is not None:
+                raise BadRoute(f"{where}: two traffic-markings ({marking}, {value}): its place "
+                               "in the chain is ambiguous")
             marking = int(value)
         elif token.startswith("FS:rate "):
+            if rate is not None:
+                raise BadRoute(f"{where}: two traffic-rates: which one applies is ambiguous")
             try:
                 rate = float(token.split(" ", 1)[1])
             except ValueError:

@@ -117,3 +117,30 @@ def test_same_number_with_different_verdicts_goes_in_rfc_order(caplog):
     sel = frr.select([frr.receive(wide, Family.V4), frr.receive(narrow, Family.V4)])
     assert [str(e.rule.dst) for e in sel.entries] == ["198.51.100.10/32", "198.51.100.0/24"]
     assert "rule 3 arrives as both ACCEPT and DROP" in caplog.text
+
+
+ACTION_CASES = {
+    # last octet of the destination -> what fs-inject makes of the route's action
+    1: ("DROP", None),  # traffic-rate 0
+    2: ("ACCEPT", 1000.0),  # traffic-rate 1000 bytes/s: hashlimit in front
+    3: ("DROP", None),  # traffic-rate -1: RFC 8955 7.3 reads it as 0
+    4: "not a number",  # traffic-rate NaN
+    5: "two traffic-markings",  # marking 9 beside marking 1
+    6: ("ACCEPT", None),  # traffic-action: logged, not honoured
+    7: "redirect action",  # redirect to VRF
+    8: ("ACCEPT", None),  # a route target: a scope, no change of match or verdict
+}
+
+
+@pytest.mark.parametrize("family", [Family.V4, Family.V6])
+def test_every_action_from_the_capture(family):
+    text = (FIX / "actions" / f"vtysh-flowspec-v{family.value}.json").read_text()
+    for route in frr.read_routes(text):
+        last = int(route.match["to"].split("/")[0].replace(":", ".").split(".")[-1])
+        want = ACTION_CASES[last]
+        if isinstance(want, str):
+            with pytest.raises(frr.BadRoute, match=want):
+                frr.receive(route, family)
+            continue
+        (entry,) = frr.receive(route, family).entries
+        assert (entry.rule.verdict.value, entry.rate) == want
