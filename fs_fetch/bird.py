@@ -1,13 +1,24 @@
 """FlowRules to BIRD 2 `route flow4` / `route flow6` text, through the Jinja2 templates.
 
 Checked against BIRD 2.0.12 (Debian 12) and what FRR 8.4.4 makes of it (see
-shared/docs/flowspec-wire-facts.md). The encoding is the slides' one:
+shared/docs/flowspec-wire-facts.md). The encoding is the slides' one, widened by
+flowseg/encoding.py (the contract with fs-inject):
 
 - rule N (its FORWARD position) carries traffic-marking N, `(generic, 0x80090000, N)`,
-  RFC 8955 section 7.5; a DROP rule also carries traffic-rate 0, `(generic, 0x80060000, 0x0)`,
-  section 7.3;
+  RFC 8955 section 7.5, while N fits 1-63; past that (or with `--numbering rt`) the route
+  target `(rt, 65535, N)` instead, which FRR prints exactly for any N (wire facts 3.3).
+  `--numbering auto`, the command's default, uses marking alone while every rule number of the
+  family fits, so the slides' case gives the slides' routes; `both` sends both carriers. Every
+  route of a split rule carries the same number.
+- a DROP rule also carries traffic-rate 0, `(generic, 0x80060000, 0x0)`, section 7.3;
 - the chain's policy is the catch-all route (src and dst 0/0), with traffic-rate 0 when the
-  policy is DROP and no community when it is ACCEPT.
+  policy is DROP and no community when it is ACCEPT;
+- unless `--no-generation`: every route carries the policy's generation `(rt, 65534, G)`, and
+  the catch-all also the number of routes of G in its family, `(rt, 65533, C)`. G is kept in
+  the file's header; a changed policy gets G + 1, an unchanged one the same bytes as before;
+- a scoped rule (fs_fetch/scopes.py) carries its scopes' route targets on every route, and one
+  export filter per switch keeps other scopes' routes off that switch's session and puts that
+  switch's own route count on the catch-all.
 
 Numeric components (RFC 8955 4.2.1.1) are written only in the grammar that survives FRR's
 text, where the only AND is the one inside a range (wire facts 2.2): an OR-list of `v`,
@@ -41,15 +52,23 @@ from pathlib import Path
 import jinja2
 
 from flowseg import model, templates_dir
+from flowseg.encoding import COUNT_AS, GENERATION_AS, MARKING_MAX, RT_VALUE_MAX, SEQUENCE_AS
 from flowseg.errors import FlowsegError, UnsupportedRule
 from flowseg.model import PORT_MAX, PROTO_MAX, Family, FlowRule, Intervals, Policy, Verdict
+from fs_fetch.scopes import NO_SCOPING, Scoping, Switch, Target
 
 log = logging.getLogger(__name__)
 
 MARKING = "(generic, 0x80090000, 0x{:x})"
 RATE_ZERO = "(generic, 0x80060000, 0x0)"
-# The slides carry the rule number in traffic-marking, whose meaningful part is 6 bits.
-MARKING_MAX = 63
+SEQUENCE = f"(rt, {SEQUENCE_AS}, {{}})"
+GENERATION = f"(rt, {GENERATION_AS}, {{}})"
+COUNT = f"(rt, {COUNT_AS}, {{}})"
+NUMBERINGS = ("auto", "marking", "rt", "both")
+# The generation as the file's header states it, for the next run to read back.
+GENERATION_LINE = re.compile(rb"^# Generation: (\d+)$", re.MULTILINE)
+GENERATION_RT = re.compile(rb"\(rt, %d, (\d+)\)" % GENERATION_AS)
+NET_TYPES = {Family.V4: "NET_FLOW4", Family.V6: "NET_FLOW6"}
 # FRR 8.4.4 (Debian) and FRR >= 10.7 reset the session past 5 operator pairs per component.
 FRR_MAX_PAIRS = 5
 # A rule whose lists multiply into more routes than this is refused: one policy change then
@@ -81,6 +100,50 @@ RECEIVERS = {
     "frr": Receiver("frr", FRR_MAX_PAIRS),
     "rfc": Receiver("rfc", None),
 }
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How rule numbers, the generation and scopes ride on the routes (flowseg/encoding.py).
+
+    The default is the slides' encoding: traffic-marking alone, no stamps, no scopes. The
+    command's defaults are auto numbering with generations.
+    """
+
+    numbering: str = "marking"
+    generation: bool = False
+    scoping: Scoping = NO_SCOPING
+
+    def __post_init__(self) -> None:
+        if self.numbering not in NUMBERINGS:
+            raise ValueError(f"numbering {self.numbering!r} is not one of {NUMBERINGS}")
+
+
+SLIDES = Encoding()
+
+
+@dataclass(frozen=True)
+class Carriers:
+    """Which communities carry the rule numbers of one family's routes."""
+
+    marking: bool  # traffic-marking, for numbers 1-63
+    sequence: bool  # route target 65535:N
+
+    def describe(self) -> str:
+        words = []
+        if self.marking:
+            words.append("traffic-marking")
+        if self.sequence:
+            words.append(f"route target {SEQUENCE_AS}:N")
+        return " and ".join(words)
+
+
+def carriers(numbering: str, routes: list[FlowRule]) -> Carriers:
+    """marking, rt and both as they say; auto: marking while every number fits 1-63."""
+    if numbering == "auto":
+        top = max((r.number for r in routes), default=0)
+        numbering = "marking" if top <= MARKING_MAX else "rt"
+    return Carriers(numbering in ("marking", "both"), numbering in ("rt", "both"))
 
 # Numeric fields of FlowRule: (field, BIRD keyword, largest value, JSON key as FRR shows it).
 NUMERIC_FIELDS = (
@@ -118,6 +181,7 @@ class BlockView:
     rule_count: int
     routes: tuple[RouteView, ...]
     skipped: tuple[str, ...] = ()
+    numbering: str = ""
 
 
 def numeric_terms(intervals: Intervals, top: int) -> list[tuple[str, int]]:
@@ -261,35 +325,63 @@ def lint(route: FlowRule, receiver: Receiver, chain: str) -> None:
         # What FRR resets the session for (wire facts 2.5), checked on the text BIRD gets.
         if re.search(r"!=|\btrue\b|\boffset\b", text):
             raise UnsupportedRule(f"{what}: {word} {text!r} would make FRR reset the session")
-    if not route.is_policy and not 1 <= route.number <= MARKING_MAX:
-        raise UnsupportedRule(
-            f"{what}: traffic-marking carries rule numbers 1-{MARKING_MAX} only; shorten "
-            f"the chain to {MARKING_MAX} rules"
-        )
 
 
-def plan(policy: Policy, receiver: Receiver = RECEIVERS["frr"]) -> list[FlowRule]:
+def check_numbers(routes: list[FlowRule], carry: Carriers, chain: str) -> None:
+    """Every rule number fits what carries it: 1-63 in marking alone, 32 bits in a target."""
+    for route in routes:
+        if route.is_policy:
+            continue
+        if not carry.sequence and not 1 <= route.number <= MARKING_MAX:
+            raise UnsupportedRule(
+                f"{chain} rule {route.number}: traffic-marking carries rule numbers "
+                f"1-{MARKING_MAX} only; use --numbering auto or rt, or shorten the chain to "
+                f"{MARKING_MAX} rules"
+            )
+        if route.number > RT_VALUE_MAX:
+            raise UnsupportedRule(f"{chain} rule {route.number}: rule numbers end at "
+                                  f"{RT_VALUE_MAX}")
+
+
+def plan(
+    policy: Policy, receiver: Receiver = RECEIVERS["frr"], encoding: Encoding = SLIDES
+) -> list[FlowRule]:
     """Every route of one family, rules first in order, the policy's catch-all last.
 
     BGP keeps one route per NLRI: a later rule with the same match as an earlier one can never
     match a packet in iptables either (first match wins), so it is left out with a warning.
+    That is only right where every switch that would get the later rule also gets the earlier
+    one; when scopes say otherwise the policy is refused.
     """
     routes: list[FlowRule] = []
-    seen: dict[tuple, int] = {}
+    seen: dict[tuple, tuple[int, tuple[Target, ...]]] = {}
     for rule in [*policy.rules, policy.policy_rule()]:
+        scopes = encoding.scoping.scopes_of(rule, policy.chain)
         for route in routes_for(rule, receiver, policy.chain):
             key = route.matches_key()
             if key in seen:
+                first, first_scopes = seen[key]
                 what = "the policy" if route.is_policy else f"rule {route.number}"
+                if first_scopes and not (scopes and set(scopes) <= set(first_scopes)):
+                    raise UnsupportedRule(
+                        f"{policy.chain} {what}: same match as rule {first}, which only "
+                        f"switches of {scope_text(first_scopes)} get, and BGP carries one "
+                        f"route per match; give rule {first} no scope or drop {what}"
+                    )
                 log.warning(
                     "%s %s: same match as rule %d, which always wins; not announced",
-                    policy.chain, what, seen[key],
+                    policy.chain, what, first,
                 )
                 continue
             lint(route, receiver, policy.chain)
-            seen[key] = route.number
+            seen[key] = (route.number, scopes)
             routes.append(route)
+    check_numbers(routes, carriers(encoding.numbering, routes), policy.chain)
     return routes
+
+
+def scope_text(targets: tuple[Target, ...]) -> str:
+    return " ".join(str(t) for t in targets)
 
 
 def bitmask_text(bits: model.Bitmask) -> str:
@@ -323,7 +415,111 @@ def components(route: FlowRule) -> list[tuple[str, str]]:
     return comps
 
 
-def communities(route: FlowRule) -> list[str]:
+@dataclass(frozen=True)
+class SwitchView:
+    """One switch's export filter, for the filter template: strings built here from typed values."""
+
+    name: str
+    filter: str
+    address: str
+    scopes: str
+    others: tuple[str, ...]  # BIRD route targets of every scope this switch does not enforce
+    mine: tuple[str, ...]  # and of those it does
+    # (BIRD net type, count route target): the routes of each family this switch is sent.
+    counts: tuple[tuple[str, str], ...]
+    count_any: str = f"(rt, {COUNT_AS}, *)"
+
+
+@dataclass(frozen=True)
+class Stamps:
+    """What one file's routes carry beside match and verdict: numbers, generation, scopes."""
+
+    encoding: Encoding
+    generation: int | None
+    carriers: dict[Family, Carriers]
+    counts: dict[Family, int]
+    scopes: dict[tuple, tuple[Target, ...]]
+    routes: dict[Family, tuple[FlowRule, ...]]
+
+    def route_scopes(self, route: FlowRule) -> tuple[Target, ...]:
+        return self.scopes.get(route.matches_key(), ())
+
+    def communities(self, route: FlowRule) -> list[str]:
+        out = []
+        if route.verdict is Verdict.DROP:
+            out.append(RATE_ZERO)
+        if not route.is_policy:
+            carry = self.carriers[route.family]
+            if carry.marking and route.number <= MARKING_MAX:
+                out.append(MARKING.format(route.number))
+            if carry.sequence:
+                out.append(SEQUENCE.format(route.number))
+        out += [t.bird for t in self.route_scopes(route)]
+        if self.generation is not None:
+            out.append(GENERATION.format(self.generation))
+            if route.is_catch_all:
+                out.append(COUNT.format(self.counts[route.family]))
+        return out
+
+    def sent_to(self, targets: frozenset[Target], route: FlowRule) -> bool:
+        scopes = self.route_scopes(route)
+        return not scopes or bool(targets & set(scopes))
+
+    def switch_views(self) -> tuple[SwitchView, ...]:
+        scoping = self.encoding.scoping
+        names = {t: n for n, t in scoping.targets.items()}
+        used = sorted({t for ts in self.scopes.values() for t in ts})
+        views = []
+        for switch in scoping.switches:
+            mine = scoping.switch_targets(switch)
+            counts = ()
+            if self.generation is not None:
+                counts = tuple(
+                    (NET_TYPES[family], COUNT.format(sum(self.sent_to(mine, r) for r in routes)))
+                    for family, routes in self.routes.items()
+                )
+            views.append(SwitchView(
+                name=switch.name,
+                filter=switch.filter_name,
+                address=str(switch.address),
+                scopes=", ".join(f"{names[t]} ({t})" if t in names else str(t)
+                                 for t in sorted(mine)) or "none",
+                others=tuple(t.bird for t in used if t not in mine),
+                mine=tuple(t.bird for t in sorted(mine)),
+                counts=counts,
+            ))
+        return tuple(views)
+
+
+def stamp(
+    policies: list[Policy],
+    plans: list[list[FlowRule]],
+    encoding: Encoding = SLIDES,
+    generation: int | None = None,
+) -> Stamps:
+    """The stamps for one file; generation None leaves generations and counts out."""
+    if not encoding.generation:
+        generation = None
+    scopes = {}
+    for policy, routes in zip(policies, plans):
+        for route in routes:
+            found = encoding.scoping.scopes_of(route, policy.chain)
+            if found:
+                scopes[route.matches_key()] = found
+    return Stamps(
+        encoding=encoding,
+        generation=generation,
+        carriers={p.family: carriers(encoding.numbering, r) for p, r in zip(policies, plans)},
+        counts={p.family: len(r) for p, r in zip(policies, plans)},
+        scopes=scopes,
+        routes={p.family: tuple(r) for p, r in zip(policies, plans)},
+    )
+
+
+def communities(route: FlowRule, stamps: Stamps | None = None) -> list[str]:
+    """The extended communities of a route; without stamps, the slides' encoding."""
+    if stamps is not None:
+        return stamps.communities(route)
     out = []
     if route.verdict is Verdict.DROP:
         out.append(RATE_ZERO)
@@ -332,7 +528,7 @@ def communities(route: FlowRule) -> list[str]:
     return out
 
 
-def route_view(route: FlowRule, chain: str) -> RouteView:
+def route_view(route: FlowRule, chain: str, stamps: Stamps | None = None) -> RouteView:
     if route.is_policy:
         label = f"{chain} policy {route.verdict.value}"
     else:
@@ -340,7 +536,7 @@ def route_view(route: FlowRule, chain: str) -> RouteView:
     return RouteView(
         word=route.family.bird_word,
         components=tuple(f"{word} {text}" for word, text in components(route)),
-        communities=tuple(communities(route)),
+        communities=tuple(communities(route, stamps)),
         label=label,
         origin=_inert(route.origin),
         comment="" if route.is_policy else _inert(route.comment),
@@ -349,9 +545,9 @@ def route_view(route: FlowRule, chain: str) -> RouteView:
     )
 
 
-def route_json(route: FlowRule, chain: str) -> dict:
+def route_json(route: FlowRule, chain: str, stamps: Stamps | None = None) -> dict:
     """One route for --json: what it carries, in BIRD's words and in FRR's."""
-    view = route_view(route, chain)
+    view = route_view(route, chain, stamps)
     return {
         "family": route.family.afi,
         "chain": chain,
@@ -360,6 +556,7 @@ def route_json(route: FlowRule, chain: str) -> dict:
         "verdict": route.verdict.value,
         "components": {word: text for word, text in components(route)},
         "communities": list(view.communities),
+        "scopes": [str(t) for t in stamps.route_scopes(route)] if stamps else [],
         "frr": frr_match(route),
         "bird": f"route {view.word} {{ "
         + "".join(f"{c}; " for c in view.components)
@@ -407,13 +604,18 @@ def render(
     templates: Path | None = None,
     receiver: Receiver = RECEIVERS["frr"],
     plans: list[list[FlowRule]] | None = None,
+    stamps: Stamps | None = None,
 ) -> str:
-    """The complete file: one `protocol static` block per family that has a chain."""
+    """The complete file: one `protocol static` block per family that has a chain.
+
+    Without stamps it is the slides' encoding; with them, the numbering, generation, scopes and
+    per-switch export filters they hold.
+    """
     if plans is None:
         plans = [plan(p, receiver) for p in policies]
     blocks = []
     for policy, routes in zip(policies, plans):
-        views = tuple(route_view(r, policy.chain) for r in routes)
+        views = tuple(route_view(r, policy.chain, stamps) for r in routes)
         blocks.append(
             BlockView(
                 name=f"flowseg{policy.family.value}",
@@ -424,16 +626,63 @@ def render(
                 rule_count=len(policy.rules),
                 routes=views,
                 skipped=tuple(_inert(s) for s in policy.skipped),
+                numbering=numbering_note(stamps, policy.family),
             )
         )
     try:
         text = environment(templates).get_template("flowspec.conf.j2").render(
-            source=_inert(source), blocks=blocks, receiver=receiver.name
+            source=_inert(source),
+            blocks=blocks,
+            receiver=receiver.name,
+            generation=stamps.generation if stamps else None,
+            filters=stamps.switch_views() if stamps else (),
         )
     except jinja2.TemplateError as exc:
         where = f" line {exc.lineno}" if getattr(exc, "lineno", None) else ""
         raise TemplateFailed(f"template{where}: {exc}; fix the template or drop --templates")
     return text.rstrip("\n") + "\n"
+
+
+def numbering_note(stamps: Stamps | None, family: Family) -> str:
+    """The block header's note on rule numbers; none for the slides' marking alone."""
+    if stamps is None or stamps.carriers[family] == Carriers(True, False):
+        return ""
+    return stamps.carriers[family].describe()
+
+
+def previous_generation(old: bytes | None) -> int | None:
+    """The generation of the file in force: its header's, else its routes' route target."""
+    if not old:
+        return None
+    found = GENERATION_LINE.search(old) or GENERATION_RT.search(old)
+    return int(found.group(1)) if found else None
+
+
+def render_stamped(
+    policies: list[Policy],
+    tables: dict[Family, str],
+    source: str,
+    templates: Path | None,
+    receiver: Receiver,
+    plans: list[list[FlowRule]],
+    encoding: Encoding,
+    old: bytes | None,
+) -> tuple[str, Stamps]:
+    """The file and its stamps; the generation persists through the file itself.
+
+    The policy is rendered with the generation of the file in force first: the same policy
+    gives the same bytes, so nothing is rewritten and BIRD is not reloaded. Any difference
+    makes it the next generation (after 2^32 - 1 comes 1 again; fs-inject only asks that a
+    switch holds one generation, never which is newer).
+    """
+    before = previous_generation(old) if encoding.generation else None
+    generation = before or 1
+    stamps = stamp(policies, plans, encoding, generation)
+    text = render(policies, tables, source, templates, receiver, plans, stamps)
+    if before is not None and text.encode() != old:
+        stamps = stamp(policies, plans, encoding, before % RT_VALUE_MAX + 1)
+        text = render(policies, tables, source, templates, receiver, plans, stamps)
+    return text, stamps
 
 
 def count_routes(policies: list[Policy], receiver: Receiver = RECEIVERS["frr"]) -> int:

@@ -23,7 +23,7 @@ from flowseg.errors import EXIT_CODES, BadInput, FlowsegError
 from flowseg.iptables import check_chain_name, parse_policy, split_families
 from flowseg.logs import setup_logging
 from flowseg.model import Family, FlowRule, Policy
-from fs_fetch import bird, system
+from fs_fetch import bird, scopes, system
 
 log = logging.getLogger("fs-fetch")
 
@@ -40,6 +40,7 @@ class Outcome:
     reloaded: bool = False
     reply: str = ""
     notes: list[str] = field(default_factory=list)
+    stamps: bird.Stamps | None = None
 
 
 def read_policies(
@@ -74,6 +75,7 @@ def run_fetch(
     skip_unsupported: bool = False,
     force: bool = False,
     show_file: bool = True,
+    encoding: bird.Encoding = bird.SLIDES,
 ) -> Outcome:
     """One fs-fetch run: read, translate and lint, render, then write, check and reload."""
     policies = read_policies(text, chain, families, skip_unsupported, force)
@@ -83,15 +85,19 @@ def run_fetch(
             len(p.rules) + len(p.skipped), p.family.value, p.chain, p.default.value,
         )
     # Every route is linted for the receiver here, before anything touches BIRD.
-    plans = [bird.plan(p, receiver) for p in policies]
-    new = bird.render(policies, tables, source, templates, receiver, plans).encode()
-    out = Outcome(policies, plans, bird_conf)
+    plans = [bird.plan(p, receiver, encoding) for p in policies]
+    old = system.read_file(bird_conf)
+    text, stamps = bird.render_stamped(policies, tables, source, templates, receiver, plans,
+                                       encoding, old)
+    new = text.encode()
+    out = Outcome(policies, plans, bird_conf, stamps=stamps)
+    if stamps.generation is not None:
+        log.info("policy generation %d", stamps.generation)
     routes = sum(len(p) for p in plans)
     if log.isEnabledFor(logging.DEBUG):
         for policy, planned in zip(policies, plans):
             for route in planned:
-                log.debug("route %s", bird.route_json(route, policy.chain)["bird"])
-    old = system.read_file(bird_conf)
+                log.debug("route %s", bird.route_json(route, policy.chain, stamps)["bird"])
     out.changed = old != new
     if dry_run:
         if show_file:
@@ -131,6 +137,7 @@ def outcome_json(out: Outcome) -> dict:
         "written": out.written,
         "reloaded": out.reloaded,
         "bird_reply": out.reply,
+        "generation": out.stamps.generation if out.stamps else None,
         "families": [
             {
                 "family": p.family.afi,
@@ -138,7 +145,8 @@ def outcome_json(out: Outcome) -> dict:
                 "policy": p.default.value,
                 "rules_carried": len(p.rules),
                 "left_out": list(p.skipped),
-                "routes": [bird.route_json(r, p.chain) for r in planned],
+                "numbering": out.stamps.carriers[p.family].describe() if out.stamps else "",
+                "routes": [bird.route_json(r, p.chain, out.stamps) for r in planned],
             }
             for p, planned in zip(out.policies, out.plans)
         ],
@@ -188,6 +196,24 @@ def print_summary(out: Outcome, dry_run: bool, reload: bool) -> None:
     console.print(lines[-1], markup=False, highlight=False)
 
 
+def read_scoping(path: Path | None, switches: tuple[str, ...]) -> scopes.Scoping:
+    """The scopes file (if any) with the --switch options on top; a bad --switch is a usage
+    error, a bad file is input that cannot be read (exit 3)."""
+    scoping = scopes.read_scopes(path) if path is not None else scopes.NO_SCOPING
+    extra = []
+    for text in switches:
+        try:
+            extra.append(scopes.parse_switch(text))
+        except FlowsegError as exc:
+            raise click.BadParameter(str(exc), param_hint="--switch") from None
+    if not extra:
+        return scoping
+    try:
+        return scoping.with_switches(extra)
+    except FlowsegError as exc:
+        raise click.BadParameter(str(exc), param_hint="--switch") from None
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
 @click.option(
     "--bird-conf",
@@ -235,6 +261,35 @@ def print_summary(out: Outcome, dry_run: bool, reload: bool) -> None:
     is_flag=True,
     help="With --skip-unsupported: also leave out a DROP rule that shields a later ACCEPT.",
 )
+@click.option(
+    "--numbering",
+    type=click.Choice(bird.NUMBERINGS),
+    default="auto",
+    show_default=True,
+    help="What carries rule numbers: marking (traffic-marking, rules 1-63), rt (route target "
+    "65535:N), both, or auto (marking while every rule number fits, else rt).",
+)
+@click.option(
+    "--no-generation",
+    is_flag=True,
+    help="Leave out the generation (65534:G) and route count (65533:C) route targets, for "
+    "switches that only know the slides' encoding.",
+)
+@click.option(
+    "--scopes",
+    "scopes_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Scopes file: scope names to route targets, destination prefixes to scopes, the "
+    "switches (examples/scopes.conf).",
+)
+@click.option(
+    "--switch",
+    "switches",
+    multiple=True,
+    metavar="NAME=ADDRESS[,SCOPE...]",
+    help="A switch (its BGP protocol's name in bird.conf) and the scopes it enforces; "
+    "repeatable; adds to or replaces the scopes file's [switches].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the translated routes as JSON.")
 @click.option("--dry-run", is_flag=True, help="Print the file it would write; touch nothing.")
 @click.option("--no-reload", is_flag=True, help="Write the file but do not reload BIRD.")
@@ -254,6 +309,10 @@ def main(
     receiver: str,
     skip_unsupported: bool,
     force: bool,
+    numbering: str,
+    no_generation: bool,
+    scopes_file: Path | None,
+    switches: tuple[str, ...],
     as_json: bool,
     dry_run: bool,
     no_reload: bool,
@@ -271,6 +330,8 @@ def main(
         if force and not skip_unsupported:
             raise click.UsageError("--force only makes sense with --skip-unsupported")
         families = {"ipv4": [Family.V4], "ipv6": [Family.V6]}.get(family, [Family.V4, Family.V6])
+        encoding = bird.Encoding(numbering, not no_generation,
+                                 read_scoping(scopes_file, switches))
         controller = system.Controller(bird_socket)
         if from_file is not None:
             text = from_file.read()
@@ -293,6 +354,7 @@ def main(
             skip_unsupported,
             force,
             show_file=not as_json,
+            encoding=encoding,
         )
     except FlowsegError as exc:
         if debug:
