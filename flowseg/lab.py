@@ -5,6 +5,10 @@ One `Lab` builds four network namespaces, each with a name unique to this proces
     ctl (BIRD 2, AS 65000) --- sw (FRR bgpd -Z, AS 65001, forwarding) --- h1
                                                                        \\-- h2
 
+`Lab(switches=3)` adds switches sw2 and sw3 (no hosts), each with its own bgpd and pathspace
+and its own link to ctl, where BIRD has a session to each (switch2, switch3), cut from the
+switch1 session of bird.conf; `Lab()` is the one-switch lab above.
+
 BIRD in ctl announces Flow-Spec from a generated include file (`Lab.bird_conf`, the file
 fs-fetch writes); bgpd in sw receives it, and `Lab.vtysh` reads it the way fs-inject does.
 `Lab.probe` and `Lab.probe_many` tell whether single packets from one host reach the other,
@@ -65,6 +69,16 @@ CTL_AS = 65000
 SW_AS = 65001
 # The name of the BGP protocol in examples/bird.conf.
 BIRD_PROTOCOL = "switch1"
+# Lab(switches=N): switch k (2..N) is namespace sw<k>, FRR pathspace <lab>-sw<k> and BIRD protocol
+# switch<k>, on link 203.0.113.(4k-4)/30: the controller .(4k-3), the switch .(4k-2). Switch 1
+# is sw on 203.0.113.0/30. switch2 and switch3 have examples/bird-multi.conf's addresses.
+SWITCHES_MAX = 16
+SW_ROLE = re.compile(r"^sw(\d+)$")
+
+
+def switch_link(k: int) -> tuple[str, str]:
+    """(controller address, switch address) on switch k's link."""
+    return f"203.0.113.{4 * k - 3}", f"203.0.113.{4 * k - 2}"
 
 # Interface names. Each namespace has its own set, so the names need not be unique on the host.
 SW_IF_CTL = "to-ctl"
@@ -100,7 +114,7 @@ BIRD_LOG_LINE = "log syslog all;"
 KEEP_ENV = "FLOWSEG_LAB_KEEP"
 # Every lab name starts with this, then the owning pid and a counter: fsl<pid>-<n>.
 _PREFIX = "fsl"
-_NAME_RE = re.compile(rf"^{_PREFIX}(\d+)-(\d+)(?:-(?:{'|'.join(ROLES)}))?$")
+_NAME_RE = re.compile(rf"^{_PREFIX}(\d+)-(\d+)(?:-(?:{'|'.join(ROLES)}|sw\d+))?$")
 _COUNTER = itertools.count(1)
 _LIVE: set[Lab] = set()
 
@@ -457,12 +471,30 @@ class Lab:
         examples_dir: str | os.PathLike | None = None,
         keep: bool | None = None,
         zebra: bool = False,
+        switches: int = 1,
+        export_filter: str | None = None,
+        flowspec: str = "",
     ):
+        """switches: how many FRR switches (1 to SWITCHES_MAX). export_filter: a format such
+        as "flowseg_export_{protocol}" that replaces `export all;` in every BGP session with
+        `export filter <name>;`; the filters must then be in `flowspec`, the include file's
+        content when BIRD starts (empty by default)."""
+        if not 1 <= switches <= SWITCHES_MAX:
+            raise ValueError(f"switches must be 1-{SWITCHES_MAX}, not {switches}")
         self.name = f"{_PREFIX}{os.getpid()}-{next(_COUNTER)}"
         # bgpd -N and vtysh -N: the sockets go to /var/run/frr/<pathspace>/.
         self.pathspace = self.name
         self.namespaces = {role: f"{self.name}-{role}" for role in ROLES}
         self.ctl, self.sw, self.h1, self.h2 = (self.namespaces[role] for role in ROLES)
+        # Every switch by role: "sw", then "sw2", "sw3", ...
+        self.switches = ["sw"] + [f"sw{k}" for k in range(2, switches + 1)]
+        for role in self.switches[1:]:
+            self.namespaces[role] = f"{self.name}-{role}"
+        self.pathspaces = {r: self.name if r == "sw" else f"{self.name}-{r}" for r in self.switches}
+        self.bird_protocols = {r: f"switch{self._index(r)}" for r in self.switches}
+        self.links = {r: switch_link(self._index(r)) for r in self.switches}
+        self.export_filter = export_filter
+        self.initial_flowspec = flowspec
         self.examples_dir = Path(examples_dir) if examples_dir else EXAMPLES_DIR
         for name in ("bird.conf", "frr.conf"):
             if not (self.examples_dir / name).is_file():
@@ -480,6 +512,7 @@ class Lab:
         self.bgpd_pidfile = self.tmpdir / "bgpd.pid"
         self.bgpd_log = self.tmpdir / "bgpd.log"
         self.frr_run_dir = FRR_RUN_DIR / self.pathspace
+        self.frr_run_dirs = {r: FRR_RUN_DIR / ps for r, ps in self.pathspaces.items()}
         self.setup_seconds: float | None = None
         self.teardown_seconds: float | None = None
         self._daemons: dict[str, subprocess.Popen] = {}
@@ -497,6 +530,27 @@ class Lab:
 
     def __repr__(self) -> str:
         return f"<Lab {self.name} tmpdir={self.tmpdir}>"
+
+    @staticmethod
+    def _index(role: str) -> int:
+        """1 for sw, k for sw<k>."""
+        if role == "sw":
+            return 1
+        match = SW_ROLE.match(role)
+        if not match:
+            raise ValueError(f"{role!r} is no switch; use sw, sw2, sw3, ...")
+        return int(match.group(1))
+
+    def _switch_files(self, role: str) -> tuple[Path, Path, Path]:
+        """(frr.conf, bgpd pid file, bgpd log) of one switch."""
+        if role == "sw":
+            return self.frr_conf, self.bgpd_pidfile, self.bgpd_log
+        return (self.tmpdir / f"frr-{role}.conf", self.tmpdir / f"bgpd-{role}.pid",
+                self.tmpdir / f"bgpd-{role}.log")
+
+    @staticmethod
+    def _bgpd_name(role: str) -> str:
+        return "bgpd" if role == "sw" else f"bgpd-{role}"
 
     def __enter__(self) -> Lab:
         return self.start()
@@ -522,6 +576,8 @@ class Lab:
             if self.zebra:
                 self._start_zebra()
             self._start_bgpd()
+            for role in self.switches[1:]:
+                self._start_bgpd(role)
             if wait:
                 self.wait_established()
             self._check_frr_config()
@@ -564,6 +620,25 @@ class Lab:
                 for gateway in _GATEWAYS.get(role, ()):
                     dst = "::/0" if ":" in gateway else "0.0.0.0/0"
                     ipr.route("add", dst=dst, gateway=gateway)
+        for role in self.switches[1:]:
+            self._build_switch_link(role)
+
+    def _build_switch_link(self, role: str) -> None:
+        """A further switch: its veth to ctl (to-ctl there, to-<role> in ctl), IPv4 only."""
+        self.run(role, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
+                 "net.ipv4.ip_forward=1")
+        ctl_addr, sw_addr = self.links[role]
+        ends = {role: (SW_IF_CTL, sw_addr), "ctl": (f"to-{role}", ctl_addr)}
+        with IPRoute(netns=self.namespaces[role]) as ipr:
+            peer = {"ifname": ends["ctl"][0], "net_ns_fd": self.ctl}
+            ipr.link("add", ifname=SW_IF_CTL, kind="veth", peer=peer)
+        for ns, (ifname, address) in ends.items():
+            with IPRoute(netns=self.namespaces[ns]) as ipr:
+                if ns != "ctl":
+                    ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                index = ipr.link_lookup(ifname=ifname)[0]
+                ipr.addr("add", index=index, address=address, prefixlen=30)
+                ipr.link("set", index=index, state="up")
 
     def _write_configs(self) -> None:
         template = (self.examples_dir / "bird.conf").read_text()
@@ -575,9 +650,50 @@ class Lab:
             if template.count(old) != 1:
                 raise LabError(f"{self.examples_dir / 'bird.conf'} must contain {old!r} once")
             template = template.replace(old, new)
+        if len(self.switches) > 1:
+            template = self._more_sessions(template)
+        if self.export_filter:
+            template = self._export_filters(template)
         self.bird_main_conf.write_text(template)
-        self.bird_conf.write_text("")
+        self.bird_conf.write_text(self.initial_flowspec)
         shutil.copyfile(self.examples_dir / "frr.conf", self.frr_conf)
+        frr = (self.examples_dir / "frr.conf").read_text()
+        for role in self.switches[1:]:
+            ctl_addr, sw_addr = self.links[role]
+            # examples/frr.conf names the switch by SW_V4 and the controller by CTL_V4.
+            swap = {SW_V4: sw_addr, CTL_V4: ctl_addr}
+            text = re.sub(r"(?<![\d.])203\.0\.113\.[12](?![\d.])", lambda m: swap[m.group(0)], frr)
+            self._switch_files(role)[0].write_text(text)
+
+    def _more_sessions(self, template: str) -> str:
+        """switch2, switch3, ...: copies of bird.conf's switch1 session on their own links."""
+        block = re.search(rf"^protocol bgp {BIRD_PROTOCOL}\b[^{{]*\{{.*?^\}}\n", template,
+                          re.MULTILINE | re.DOTALL)
+        if not block:
+            raise LabError(f"{self.examples_dir / 'bird.conf'} has no protocol bgp "
+                           f"{BIRD_PROTOCOL} block to copy for more switches")
+        sessions = []
+        for role in self.switches[1:]:
+            name = self.bird_protocols[role]
+            if re.search(rf"^protocol bgp {name}\b", template, re.MULTILINE):
+                raise LabError(f"{self.examples_dir / 'bird.conf'} already has {name}")
+            ctl_addr, sw_addr = self.links[role]
+            text = block.group(0).replace(f"protocol bgp {BIRD_PROTOCOL}", f"protocol bgp {name}")
+            text = text.replace(f"local {CTL_V4}", f"local {ctl_addr}")
+            text = text.replace(f"neighbor {SW_V4}", f"neighbor {sw_addr}")
+            sessions.append(f"\n# Lab switch {self._index(role)}, cut from {BIRD_PROTOCOL}.\n{text}")
+        return template.rstrip("\n") + "\n" + "".join(sessions)
+
+    def _export_filters(self, template: str) -> str:
+        """Each session's `export all;` becomes its switch's export filter."""
+        out = []
+        for part in re.split(r"(?=^protocol bgp )", template, flags=re.MULTILINE):
+            name = re.match(r"protocol bgp (\w+)", part)
+            if name:
+                fname = self.export_filter.format(protocol=name.group(1))
+                part = part.replace("export all;", f"export filter {fname};")
+            out.append(part)
+        return "".join(out)
 
     def _spawn(self, role: str, argv: list[str], logname: str) -> subprocess.Popen:
         # Foreground daemons as our own children: we can wait() for them, so no zombie stays
@@ -640,7 +756,7 @@ class Lab:
         self._daemons["zebra"] = self._spawn("sw", argv, "zebra.out")
         self._wait_ready("zebra", lambda: self.zebra_socket.exists())
 
-    def _start_bgpd(self) -> None:
+    def _start_bgpd(self, role: str = "sw") -> None:
         # bgpd creates the pathspace dir itself, but only when it gets that far; making it
         # here means vtysh finds a dir (not a missing one) and close() has a known thing to
         # remove.
@@ -650,36 +766,42 @@ class Lab:
             FRR_RUN_DIR.mkdir(mode=0o755)
             with contextlib.suppress(LookupError):
                 shutil.chown(FRR_RUN_DIR, "frr", "frr")
-        self.frr_run_dir.mkdir(exist_ok=True)
+        run_dir = self.frr_run_dirs[role]
+        run_dir.mkdir(exist_ok=True)
+        conf, pidfile, logfile = self._switch_files(role)
         argv = [
             BGPD,
-            "-N", self.pathspace,
-            "-f", str(self.frr_conf),
+            "-N", self.pathspaces[role],
+            "-f", str(conf),
             # No zebra: flowseg builds the netfilter rules itself (see examples/frr.conf).
-            *(["-z", str(self.zebra_socket)] if self.zebra else ["-Z"]),
+            *(["-z", str(self.zebra_socket)] if self.zebra and role == "sw" else ["-Z"]),
             # Stay root. `-u root -g root` is refused ("user(root) is not part of vty group
             # specified(frrvty)"), and running as frr would need the temp dir readable by it.
             "-S",
             # No TCP vty; vtysh uses the unix socket in the pathspace dir.
             "-P", "0",
-            "-i", str(self.bgpd_pidfile),
-            "--log", f"file:{self.bgpd_log}",
+            "-i", str(pidfile),
+            "--log", f"file:{logfile}",
         ]  # fmt: skip
-        self._daemons["bgpd"] = self._spawn("sw", argv, "bgpd.out")
-        vty = self.frr_run_dir / "bgpd.vty"
+        name = self._bgpd_name(role)
+        self._daemons[name] = self._spawn(role, argv, f"{name}.out")
+        vty = run_dir / "bgpd.vty"
         self._wait_ready(
-            "bgpd",
+            name,
             lambda: (
-                vty.exists() and self.vtysh("show bgp summary json", check=False).returncode == 0
+                vty.exists()
+                and self.vtysh("show bgp summary json", check=False, switch=role).returncode == 0
             ),
         )
 
     def _check_frr_config(self) -> None:
         # bgpd logs a config line it rejects but runs on (even `bgpd -C` exits 0). Checked
         # after the session is up, when bgpd has certainly read its config.
-        bad = re.findall(r".* on config line \d+:.*", self._read(self.bgpd_log))
-        if bad:
-            raise LabError(f"bgpd rejected lines of {self.frr_conf}:\n" + "\n".join(bad))
+        for role in self.switches:
+            conf, _, logfile = self._switch_files(role)
+            bad = re.findall(r".* on config line \d+:.*", self._read(logfile))
+            if bad:
+                raise LabError(f"bgpd rejected lines of {conf}:\n" + "\n".join(bad))
 
     def _check_daemons(self) -> None:
         for name, proc in self._daemons.items():
@@ -696,7 +818,8 @@ class Lab:
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of every daemon log, for error messages."""
         parts = []
-        for name in ("bird.out", "bird.log", "bgpd.out", "bgpd.log"):
+        extra = [f"{self._bgpd_name(r)}{ext}" for r in self.switches[1:] for ext in (".out", ".log")]
+        for name in ("bird.out", "bird.log", "bgpd.out", "bgpd.log", *extra):
             text = self._read(self.tmpdir / name).strip()
             if text:
                 parts.append(f"--- {name} ---\n" + "\n".join(text.splitlines()[-lines:]))
@@ -705,7 +828,7 @@ class Lab:
     def kill(self, daemon: str, sig: int = signal.SIGKILL) -> None:
         """Stop "bird" or "bgpd" the hard way, as a crash would (a fault test's first step)."""
         proc = self._daemons.pop(daemon)
-        if daemon == "bgpd":
+        if daemon.startswith("bgpd"):
             self._bgpd_pids.add(proc.pid)
         proc.send_signal(sig)
         proc.wait(timeout=10)
@@ -715,13 +838,16 @@ class Lab:
 
     def revive(self, daemon: str) -> None:
         """Start "bird" or "bgpd" again after kill(), with the same configuration."""
+        if daemon.startswith("bgpd-") and daemon[5:] in self.switches:
+            self._start_bgpd(daemon[5:])
+            return
         {"bird": self._start_bird, "bgpd": self._start_bgpd, "zebra": self._start_zebra}[daemon]()
 
     def processes(self) -> set[int]:
         """Live processes that belong to this lab."""
         return _find_pids(
             needles=[str(self.tmpdir)],
-            pathspaces=[self.pathspace],
+            pathspaces=list(self.pathspaces.values()),
             ns_names=self.namespaces.values(),
         )
 
@@ -734,8 +860,9 @@ class Lab:
         begin = time.monotonic()
         pids = {proc.pid for proc in self._daemons.values()}
         # bgpd keeps a crash-log folder per pid in /var/tmp/frr; it is ours to remove.
-        self._bgpd_pids.update(p.pid for n, p in self._daemons.items() if n == "bgpd")
-        for pidfile in (self.bird_pidfile, self.bgpd_pidfile):
+        self._bgpd_pids.update(p.pid for n, p in self._daemons.items() if n.startswith("bgpd"))
+        pidfiles = [self.bird_pidfile] + [self._switch_files(r)[1] for r in self.switches]
+        for pidfile in pidfiles:
             try:
                 pid = int(pidfile.read_text().split()[0])
             except (OSError, ValueError, IndexError):
@@ -759,7 +886,8 @@ class Lab:
                     netns.remove(ns)
                 except OSError as exc:
                     log.warning("lab %s: cannot remove netns %s: %s", self.name, ns, exc)
-        shutil.rmtree(self.frr_run_dir, ignore_errors=True)
+        for run_dir in self.frr_run_dirs.values():
+            shutil.rmtree(run_dir, ignore_errors=True)
         if self.keep:
             (self.tmpdir / ".keep").touch()
             log.warning("lab %s: kept %s (%s=1)", self.name, self.tmpdir, KEEP_ENV)
@@ -796,13 +924,15 @@ class Lab:
         """birdc over the lab's control socket (no namespace needed for a unix socket)."""
         return _run(["birdc", "-s", str(self.bird_socket), *args], check=check)
 
-    def vtysh(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    def vtysh(
+        self, command: str, check: bool = True, switch: str = "sw"
+    ) -> subprocess.CompletedProcess:
         """One vtysh command in the lab's pathspace; stdout and stderr stay apart.
 
         stderr always holds "% Can't open configuration file /etc/frr/<pathspace>/vtysh.conf":
         the lab leaves /etc/frr alone, and vtysh works without that file.
         """
-        return _run(["vtysh", "-N", self.pathspace, "-c", command], check=check)
+        return _run(["vtysh", "-N", self.pathspaces[switch], "-c", command], check=check)
 
     def iptables(
         self, ns: str, *args: str, v6: bool = False, check: bool = True
@@ -820,24 +950,35 @@ class Lab:
 
     # -- BGP state -------------------------------------------------------------------------------
 
-    def bird_bgp_state(self) -> str:
+    def bird_bgp_state(self, switch: str = "sw") -> str:
         """BIRD's BGP state for the switch (Idle, Connect, Active, ..., Established)."""
-        out = self.birdc("show", "protocols", "all", BIRD_PROTOCOL, check=False).stdout
+        protocol = self.bird_protocols[switch]
+        out = self.birdc("show", "protocols", "all", protocol, check=False).stdout
         match = re.search(r"^\s*BGP state:\s+(\S+)", out, re.MULTILINE)
         return match.group(1) if match else ""
 
-    def frr_neighbor(self) -> dict:
+    def bird_exported(self, switch: str = "sw") -> dict[str, int]:
+        """How many routes BIRD exports on the switch's session, per channel (flow4, flow6),
+        from `show protocols all <protocol>`: its "Routes: ... exported" lines."""
+        protocol = self.bird_protocols[switch]
+        out = self.birdc("show", "protocols", "all", protocol).stdout
+        found = re.findall(r"^\s*Channel (\S+)\n(?:.*\n)*?\s*Routes:.*?(\d+) exported", out,
+                           re.MULTILINE)
+        return {channel: int(count) for channel, count in found}
+
+    def frr_neighbor(self, switch: str = "sw") -> dict:
         """`show bgp neighbor <controller> json` for the controller; {} if bgpd has no data."""
-        out = self.vtysh(f"show bgp neighbor {CTL_V4} json", check=False).stdout
+        ctl_addr = self.links[switch][0]
+        out = self.vtysh(f"show bgp neighbor {ctl_addr} json", check=False, switch=switch).stdout
         try:
             data = json.loads(out) if out.strip() else {}
         except json.JSONDecodeError:
             return {}
-        return data.get(CTL_V4, {})
+        return data.get(ctl_addr, {})
 
-    def frr_session(self) -> FrrSession:
+    def frr_session(self, switch: str = "sw") -> FrrSession:
         """State, uptime and established/dropped counts of bgpd's session to BIRD."""
-        peer = self.frr_neighbor()
+        peer = self.frr_neighbor(switch)
         if not peer:
             return FrrSession(state="")
         extensions = peer.get("neighborCapabilities", {}).get("multiprotocolExtensions", {})
@@ -854,38 +995,47 @@ class Lab:
         )
 
     def wait_established(self, timeout: float = 30.0) -> FrrSession:
-        """Wait until BIRD and bgpd both show the session Established."""
+        """Wait until BIRD and bgpd both show the session Established (every switch's; the
+        first switch's is returned)."""
         deadline = time.monotonic() + timeout
+        for role in reversed(self.switches):
+            session = self._wait_session(role, deadline, timeout)
+        return session
+
+    def _wait_session(self, role: str, deadline: float, timeout: float) -> FrrSession:
         while True:
-            bird_state = self.bird_bgp_state()
-            session = self.frr_session()
+            bird_state = self.bird_bgp_state(role)
+            session = self.frr_session(role)
             if bird_state == "Established" and session.state == "Established":
                 return session
             self._check_daemons()
             if time.monotonic() > deadline:
                 raise LabError(
-                    f"BGP not Established after {timeout} s (BIRD {bird_state or '?'}, "
-                    f"FRR {session.state or '?'})\n{self.log_tail()}"
+                    f"BGP {self.bird_protocols[role]} not Established after {timeout} s (BIRD "
+                    f"{bird_state or '?'}, FRR {session.state or '?'})\n{self.log_tail()}"
                 )
             time.sleep(0.05)
 
-    def frr_routes(self, family: int | str = 4) -> list[list[dict]]:
+    def frr_routes(self, family: int | str = 4, switch: str = "sw") -> list[list[dict]]:
         """The routes bgpd holds: one list of JSON objects per NLRI (detail JSON, split)."""
-        out = self.vtysh(f"show bgp {_afi(family)} flowspec detail json").stdout
+        out = self.vtysh(f"show bgp {_afi(family)} flowspec detail json", switch=switch).stdout
         return split_json_stream(out)
 
-    def wait_frr_routes(self, family: int | str, count: int, timeout: float = 20.0) -> list:
+    def wait_frr_routes(
+        self, family: int | str, count: int, timeout: float = 20.0, switch: str = "sw"
+    ) -> list:
         """Wait until bgpd holds exactly `count` Flow-Spec routes of the family; returns them."""
         deadline = time.monotonic() + timeout
         while True:
-            routes = self.frr_routes(family)
+            routes = self.frr_routes(family, switch)
             if len(routes) == count:
                 return routes
             self._check_daemons()
             if time.monotonic() > deadline:
+                where = "" if switch == "sw" else f" on {switch}"
                 raise LabError(
-                    f"bgpd holds {len(routes)} {_afi(family)} flowspec routes after {timeout} s, "
-                    f"expected {count}\n{self.log_tail()}"
+                    f"bgpd{where} holds {len(routes)} {_afi(family)} flowspec routes after "
+                    f"{timeout} s, expected {count}\n{self.log_tail()}"
                 )
             time.sleep(0.05)
 

@@ -52,7 +52,8 @@ def test_slides_case_end_to_end(lab):
 
     entries = lab.wait_frr_routes(4, 2)
     ecoms = sorted(obj["ecomlist"] for e in entries for obj in e if "ecomlist" in obj)
-    assert ecoms == ["FS:marking 1", "FS:rate 0.000000"]
+    # The slides' marking and rate, plus generation 1 and the route count (issue 5).
+    assert ecoms == ["65533:2 65534:1 FS:rate 0.000000", "65534:1 FS:marking 1"]
 
     inject(lab)
     forward = lab.run("sw", "iptables", "-S", "FORWARD").stdout.splitlines()
