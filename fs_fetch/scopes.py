@@ -249,6 +249,7 @@ def parse_scopes(text: str, source: str = "scopes file") -> Scoping:
     prefixes: dict[IPNetwork, tuple[str, ...]] = {}
     switches: dict[str, Switch] = {}
     pending: list[tuple[str, tuple[str, ...]]] = []
+    switch_lines: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         where = f"{source} line {number}"
         line = raw.split("#", 1)[0].strip()
@@ -292,6 +293,7 @@ def parse_scopes(text: str, source: str = "scopes file") -> Scoping:
             if switch.name in switches:
                 raise BadInput(f"{where}: switch {switch.name} is listed twice")
             switches[switch.name] = switch
+            switch_lines[switch.name] = where
     scoping = Scoping(targets, tuple(sorted(prefixes.items(), key=lambda kv: (kv[0].version,
                                                                               kv[0]))),
                       tuple(switches.values()), source)
@@ -301,10 +303,13 @@ def parse_scopes(text: str, source: str = "scopes file") -> Scoping:
                 raise BadInput(f"{where}: scope {name!r} is not in [scopes]")
             if looks_like_target(name):
                 parse_target(name, where)
-    try:
-        scoping.check()
-    except UnsupportedRule as exc:
-        raise BadInput(str(exc)) from None
+    # Checked one switch at a time, in file order, so that the error names the line.
+    listed = list(switches.values())
+    for i, switch in enumerate(listed):
+        try:
+            Scoping(targets, (), tuple(listed[: i + 1])).check()
+        except (UnsupportedRule, BadInput) as exc:
+            raise BadInput(f"{switch_lines[switch.name]}: {exc}") from None
     return scoping
 
 

@@ -231,10 +231,12 @@ def test_bird_multi_conf_serves_the_lab_switch(tmp_path, request):
     examples.mkdir()
     shutil.copyfile(EXAMPLES_DIR / "bird-multi.conf", examples / "bird.conf")
     shutil.copyfile(EXAMPLES_DIR / "frr.conf", examples / "frr.conf")
-    with Lab(examples_dir=examples) as multi:
+    # Its sessions export through fs-fetch's filters, which must exist before BIRD starts.
+    initial = (Path(__file__).parents[1] / "fixtures/bird/scopes/empty-flowspec.conf").read_text()
+    with Lab(examples_dir=examples, flowspec=initial) as multi:
         request.addfinalizer(multi.close)
         load_policy(multi, "slides.sh")
-        fetch(multi)
+        fetch(multi, "--scopes", str(EXAMPLES_DIR / "scopes.conf"))
         multi.wait_frr_routes(4, 2)
         # The two switches that do not exist in the lab stay down, and harm nothing.
         out = multi.birdc("show", "protocols").stdout
