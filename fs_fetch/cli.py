@@ -13,17 +13,19 @@ import logging
 import socket
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
 from flowseg import __version__
+from flowseg import metrics
 from flowseg.errors import EXIT_CODES, BadInput, FlowsegError
 from flowseg.iptables import check_chain_name, parse_policy, split_families
 from flowseg.logs import setup_logging
 from flowseg.model import Family, FlowRule, Policy
-from fs_fetch import bird, scopes, system
+from fs_fetch import bird, scopes, steps, system
 
 log = logging.getLogger("fs-fetch")
 
@@ -41,6 +43,7 @@ class Outcome:
     reply: str = ""
     notes: list[str] = field(default_factory=list)
     stamps: bird.Stamps | None = None
+    steps: int = 1
 
 
 def read_policies(
@@ -104,29 +107,62 @@ def run_fetch(
             sys.stdout.write(new.decode())
         return out
 
-    if not out.changed:
+    pending = system.Pending(bird_conf)
+    if not out.changed and not (reload and pending.exists()):
         log.info("%s unchanged (%d routes): BIRD not reloaded", bird_conf, routes)
         return out
+    if not out.changed:
+        log.warning("%s is right, but the run that wrote it stopped before BIRD confirmed it: "
+                    "reloading BIRD", bird_conf)
 
     with tempfile.TemporaryDirectory(prefix="fs-fetch-") as tmp:
         candidate = Path(tmp) / bird_conf.name
         candidate.write_bytes(new)
         controller.bird_check(candidate, tables)
 
-    system.write_atomic(bird_conf, new)
-    out.written = True
-    log.info("wrote %s: %d routes", bird_conf, routes)
     if not reload:
+        system.write_atomic(bird_conf, new)
+        out.written = True
+        log.info("wrote %s: %d routes", bird_conf, routes)
         return out
-    try:
-        out.reply = controller.configure()
-    except FlowsegError:
-        system.restore(bird_conf, old)
-        log.info("put the previous %s back", bird_conf)
-        raise
-    out.reloaded = True
+    # Steps when the change withdraws more than FRR takes at once (fs_fetch/steps.py); on an
+    # error the file BIRD holds is put back.
+    applied = steps.apply(controller, bird_conf, old, new, tables, system.write_atomic,
+                          pending=pending)
+    out.written = out.reloaded = True
+    out.reply, out.steps = applied.reply, applied.steps
+    log.info("wrote %s: %d routes", bird_conf, routes)
     log.info("birdc configure: %s", out.reply or "ok")
     return out
+
+
+def metric_facts(out: Outcome | None, failed: FlowsegError | None) -> metrics.MetricFacts:
+    """What the last run did, for --metrics-file (flowseg/metrics.py)."""
+    if failed is not None or out is None:
+        return metrics.MetricFacts(
+            program="fs-fetch",
+            # A run that stopped at a rule it cannot translate counts that rule.
+            routes_refused=1 if failed is not None and failed.exit_code == 3 else 0,
+            last_apply_time=time.time(),
+            last_apply_result="failed",
+        )
+    return metrics.MetricFacts(
+        program="fs-fetch",
+        rules_installed={p.family: len(p.rules) for p in out.policies},
+        routes_refused=sum(len(p.skipped) for p in out.policies),
+        last_apply_time=time.time(),
+        last_apply_result="applied" if out.written else "unchanged",
+        generation=out.stamps.generation if out.stamps else None,
+    )
+
+
+def write_metrics(path: Path | None, out: Outcome | None, failed: FlowsegError | None) -> None:
+    if path is None:
+        return
+    try:
+        metrics.write_textfile(path, metrics.render(metric_facts(out, failed)))
+    except OSError as exc:
+        log.warning("cannot write the metrics file %s: %s", path, exc.strerror or exc)
 
 
 def outcome_json(out: Outcome) -> dict:
@@ -163,10 +199,11 @@ def summary_lines(out: Outcome, dry_run: bool, reload: bool) -> list[str]:
         )
     if dry_run:
         state = "would change" if out.changed else "would stay as it is"
+    elif out.reloaded:
+        how = f" in {out.steps} steps" if out.steps > 1 else ""
+        state = f"written, BIRD reconfigured{how} ({out.reply or 'ok'})"
     elif not out.changed:
         state = "unchanged, BIRD not reloaded"
-    elif out.reloaded:
-        state = f"written, BIRD reconfigured ({out.reply or 'ok'})"
     else:
         state = "written, BIRD not reloaded (--no-reload)" if not reload else "written"
     lines.append(f"{out.path}: {state}")
@@ -290,6 +327,24 @@ def read_scoping(path: Path | None, switches: tuple[str, ...]) -> scopes.Scoping
     help="A switch (its BGP protocol's name in bird.conf) and the scopes it enforces; "
     "repeatable; adds to or replaces the scopes file's [switches].",
 )
+@click.option(
+    "--lock-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Lock held while a run writes and reloads, so two runs never interleave "
+    "[default: .NAME.lock beside --bird-conf].",
+)
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the lock before giving up (exit 4).",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a Prometheus textfile (node_exporter's textfile collector) after every run.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the translated routes as JSON.")
 @click.option("--dry-run", is_flag=True, help="Print the file it would write; touch nothing.")
 @click.option("--no-reload", is_flag=True, help="Write the file but do not reload BIRD.")
@@ -313,6 +368,9 @@ def main(
     no_generation: bool,
     scopes_file: Path | None,
     switches: tuple[str, ...],
+    lock_file: Path | None,
+    lock_timeout: float,
+    metrics_file: Path | None,
     as_json: bool,
     dry_run: bool,
     no_reload: bool,
@@ -339,6 +397,11 @@ def main(
         else:
             text = "".join(controller.iptables_save(f) for f in families)
             source = f"host {socket.gethostname()}, table filter, chain {chain}"
+        if not dry_run:
+            # Held until the command returns; the leftovers of a killed run go first.
+            click.get_current_context().with_resource(
+                system.Lock(lock_file or system.default_lock(bird_conf), lock_timeout))
+            system.clean_stale(bird_conf)
         out = run_fetch(
             controller,
             text,
@@ -359,8 +422,14 @@ def main(
     except FlowsegError as exc:
         if debug:
             log.exception("failed")
-        click.echo(f"fs-fetch: {str(exc).rstrip('.')}. Nothing changed.", err=True)
+        # After some steps of a stepped apply, something did change (fs_fetch/steps.py).
+        tail = "" if getattr(exc, "partly", False) else " Nothing changed."
+        click.echo(f"fs-fetch: {str(exc).rstrip('.')}.{tail}", err=True)
+        if not dry_run:
+            write_metrics(metrics_file, None, exc)
         sys.exit(exc.exit_code)
+    if not dry_run:
+        write_metrics(metrics_file, out, None)
     if as_json:
         click.echo(json.dumps(outcome_json(out), indent=2))
     if not quiet:
