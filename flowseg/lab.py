@@ -681,7 +681,8 @@ class Lab:
             text = block.group(0).replace(f"protocol bgp {BIRD_PROTOCOL}", f"protocol bgp {name}")
             text = text.replace(f"local {CTL_V4}", f"local {ctl_addr}")
             text = text.replace(f"neighbor {SW_V4}", f"neighbor {sw_addr}")
-            sessions.append(f"\n# Lab switch {self._index(role)}, cut from {BIRD_PROTOCOL}.\n{text}")
+            note = f"# Lab switch {self._index(role)}, cut from {BIRD_PROTOCOL}."
+            sessions.append(f"\n{note}\n{text}")
         return template.rstrip("\n") + "\n" + "".join(sessions)
 
     def _export_filters(self, template: str) -> str:
@@ -818,7 +819,8 @@ class Lab:
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of every daemon log, for error messages."""
         parts = []
-        extra = [f"{self._bgpd_name(r)}{ext}" for r in self.switches[1:] for ext in (".out", ".log")]
+        extra = [f"{self._bgpd_name(r)}{ext}" for r in self.switches[1:]
+                 for ext in (".out", ".log")]
         for name in ("bird.out", "bird.log", "bgpd.out", "bgpd.log", *extra):
             text = self._read(self.tmpdir / name).strip()
             if text:

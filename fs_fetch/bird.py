@@ -55,7 +55,7 @@ from flowseg import model, templates_dir
 from flowseg.encoding import COUNT_AS, GENERATION_AS, MARKING_MAX, RT_VALUE_MAX, SEQUENCE_AS
 from flowseg.errors import FlowsegError, UnsupportedRule
 from flowseg.model import PORT_MAX, PROTO_MAX, Family, FlowRule, Intervals, Policy, Verdict
-from fs_fetch.scopes import NO_SCOPING, Scoping, Switch, Target
+from fs_fetch.scopes import NO_SCOPING, Scoping, Target
 
 log = logging.getLogger(__name__)
 
@@ -365,8 +365,9 @@ def plan(
                 if first_scopes and not (scopes and set(scopes) <= set(first_scopes)):
                     raise UnsupportedRule(
                         f"{policy.chain} {what}: same match as rule {first}, which only "
-                        f"switches of {scope_text(first_scopes)} get, and BGP carries one "
-                        f"route per match; give rule {first} no scope or drop {what}"
+                        f"switches of {encoding.scoping.label(first_scopes)} get, and BGP "
+                        f"carries one route per match; give rule {first} no scope or drop "
+                        f"{what}"
                     )
                 log.warning(
                     "%s %s: same match as rule %d, which always wins; not announced",
@@ -378,10 +379,6 @@ def plan(
             routes.append(route)
     check_numbers(routes, carriers(encoding.numbering, routes), policy.chain)
     return routes
-
-
-def scope_text(targets: tuple[Target, ...]) -> str:
-    return " ".join(str(t) for t in targets)
 
 
 def bitmask_text(bits: model.Bitmask) -> str:
@@ -467,7 +464,6 @@ class Stamps:
 
     def switch_views(self) -> tuple[SwitchView, ...]:
         scoping = self.encoding.scoping
-        names = {t: n for n, t in scoping.targets.items()}
         used = sorted({t for ts in self.scopes.values() for t in ts})
         views = []
         for switch in scoping.switches:
@@ -482,8 +478,7 @@ class Stamps:
                 name=switch.name,
                 filter=switch.filter_name,
                 address=str(switch.address),
-                scopes=", ".join(f"{names[t]} ({t})" if t in names else str(t)
-                                 for t in sorted(mine)) or "none",
+                scopes=scoping.label(mine) or "none",
                 others=tuple(t.bird for t in used if t not in mine),
                 mine=tuple(t.bird for t in sorted(mine)),
                 counts=counts,

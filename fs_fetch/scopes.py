@@ -139,6 +139,11 @@ class Scoping:
                               "to the scopes file's [scopes] or write its route target, "
                               "e.g. 65000:101")
 
+    def label(self, targets) -> str:
+        """Route targets by scope name where the file names them: "rack1 (65000:101)"."""
+        names = {t: n for n, t in self.targets.items()}
+        return ", ".join(f"{names[t]} ({t})" if t in names else str(t) for t in sorted(targets))
+
     def switch_targets(self, switch: Switch) -> frozenset[Target]:
         return frozenset(self.target(s, f"switch {switch.name}") for s in switch.scopes)
 

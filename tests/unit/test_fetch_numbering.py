@@ -2,8 +2,8 @@
 
 traffic-marking carries 1-63 (the slides); the route target 65535:N any number
 (flowseg/encoding.py). The policies here are built from iptables-save text of the shape
-iptables 1.8.9 prints; tests/unit/test_fetch_numbering_generations.py covers the generation stamps and
-tests/lab/test_scale_scopes.py the same routes through real BIRD, FRR and fs-inject.
+iptables 1.8.9 prints; tests/unit/test_fetch_numbering_generations.py covers the generation
+stamps and tests/lab/test_scale_scopes.py the same routes through real BIRD, FRR and fs-inject.
 """
 
 from __future__ import annotations

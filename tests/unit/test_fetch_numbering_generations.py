@@ -95,8 +95,9 @@ def test_fs_inject_orders_70_rules_by_sequence_and_keeps_a_split_rule_together()
 
 
 def test_fs_inject_cli_accepts_the_captured_routes():
-    res = CliRunner().invoke(inject, ["--from-file", str(STAMPS / "rt70/switch1.vtysh-flowspec-v4.json"),
-                                      "--family", "ipv4", "--dry-run"])
+    captured = STAMPS / "rt70" / "switch1.vtysh-flowspec-v4.json"
+    res = CliRunner().invoke(inject, ["--from-file", str(captured), "--family", "ipv4",
+                                      "--dry-run"])
     assert res.exit_code == 0, res.output
     rules = [ln for ln in res.stdout.splitlines() if ln.startswith("-A FLOWSPEC")]
     assert len(rules) == 72

@@ -178,7 +178,7 @@ def test_a_duplicate_match_across_scopes_is_refused():
             '-A FORWARD -d 192.0.2.0/24 -m comment --comment "scope=rack1" -j DROP\n'
             "-A FORWARD -d 192.0.2.0/24 -j ACCEPT\nCOMMIT\n")
     with pytest.raises(UnsupportedRule, match=r"FORWARD rule 2: same match as rule 1, which "
-                                              r"only switches of 65000:101 get"):
+                                              r"only switches of rack1 \(65000:101\) get"):
         render(text, example())
     # The same scope, or a narrower one, is left out as before: the first rule always wins.
     same = text.replace("-d 192.0.2.0/24 -j ACCEPT",
@@ -252,8 +252,8 @@ def test_cli_scopes_and_switches(tmp_path):
               "--scopes", str(SCOPES_CONF), "--switch", "switch3=203.0.113.10,rack1,rack3")
     assert res.exit_code == 0, res.stderr
     block = res.stdout.split("filter flowseg_export_switch3")[1].split("accept;")[0]
-    assert "~ [(rt, 65000, 102)] && !(bgp_ext_community ~ [(rt, 65000, 101), (rt, 65000, 103)])" \
-        in block
+    mine = "[(rt, 65000, 101), (rt, 65000, 103)]"
+    assert f"~ [(rt, 65000, 102)] && !(bgp_ext_community ~ {mine})" in block
     # Without a file, tags and switches name their scopes by route target.
     chain = tmp_path / "chain.txt"
     chain.write_text("*filter\n:FORWARD DROP [0:0]\n-A FORWARD -d 192.0.2.1/32 -m comment "
