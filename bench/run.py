@@ -1,8 +1,8 @@
 """`make bench`: how fast flowseg moves a policy, measured against the floor the tools set.
 
-For each policy size (10, 100, 1,000, 10,000 rules; `--quick` stops at 1,000, `--sizes` picks)
-it builds fresh labs (flowseg.lab: real BIRD 2, real FRR bgpd -Z, network namespaces) and
-measures, several repetitions each:
+For each policy size (10, 100, 1,000, 10,000 and 50,000 rules; `--quick` stops at 1,000,
+`--sizes` picks) it builds fresh labs (flowseg.lab: real BIRD 2, real FRR bgpd -Z, network
+namespaces) and measures, several repetitions each (one past 10,000 rules, `--big-reps`):
 
 - the pipeline: fs-fetch in the controller, BGP until FRR holds every route, fs-inject --once
   in the switch (end to end, controller chain to switch chain), then an unchanged poll;
@@ -12,14 +12,13 @@ measures, several repetitions each:
 - the in-process stages of both commands (parse, render, compare), with peak RSS of every
   command and the per-packet cost of a long FLOWSPEC chain (ping RTT through the switch).
 
-fs-fetch refuses chains of more than 63 rules today (rule numbers travel in traffic-marking,
-issue 5). Past 63 rules this benchmark lifts that limit in its own processes only: the
-in-process render runs with fs_fetch.bird.MARKING_MAX raised, and the fs-fetch command runs
-through a wrapper that raises it and writes marking 1-62 (odd for DROP, even for ACCEPT, rule
-number modulo 31), so that FRR and fs-inject accept every route. The switch's chain then has
-every rule but not in the controller's order: past 63 rules the fs-inject numbers measure cost,
-not ordering. Every size gets fresh labs, so no step ever withdraws a large table (withdrawing
-more than about 300 routes in one `birdc configure` resets FRR's session, wire facts 7).
+Past 63 rules fs-fetch carries the rule number in route target 65535:N (issue 5) and runs as
+installed. Should the installed fs-fetch refuse a size (its `--dry-run` is asked first), this
+benchmark lifts the 63-rule marking limit in its own processes only and puts issue 5's route
+targets on each route instead of the marking (WRAPPED_FETCH below), so the switch still gets
+the controller's order. Every size gets fresh labs, so no step ever withdraws a large table
+(withdrawing more than about 300 routes in one `birdc configure` can reset FRR's session,
+wire facts 7).
 
 Results: a table on the terminal, bench/results/<date>.json, .md and .png; `--publish` also
 copies them to bench/latest.*. No test asserts a timing.
@@ -59,7 +58,6 @@ import report  # noqa: E402
 from measure import clock, timed  # noqa: E402
 
 from flowseg import iptables as fs_iptables  # noqa: E402
-from flowseg.errors import FlowsegError  # noqa: E402
 from flowseg.lab import CTL_V4, H1_V4, H2_V4, Lab, missing_requirements  # noqa: E402
 from flowseg.model import Family  # noqa: E402
 from fs_fetch import bird  # noqa: E402
@@ -151,13 +149,28 @@ def marking_limit_lifted():
 
 
 def fetch_refuses(text: str) -> bool:
-    """Whether fs-fetch as it stands refuses this policy (its 63-rule marking limit)."""
-    policies = [fs_iptables.parse_policy(t, "FORWARD") for t in fs_iptables.split_families(text)]
-    try:
-        bird.render(policies, TABLES, SOURCE)
-    except FlowsegError:
-        return True
-    return False
+    """Whether the fs-fetch command refuses this policy (the 63-rule marking limit, issue 5)."""
+    run = timed(command("fs-fetch") + ["-q", "--dry-run", "--family", "ipv4", "--from-file", "-"],
+                input=text)
+    if run.returncode not in (0, 3):
+        raise RuntimeError(f"fs-fetch --dry-run failed: {run.stderr.strip()[-300:]}")
+    return run.returncode == 3
+
+
+def fetch_render(policies: list) -> str:
+    """The BIRD file as the fs-fetch command renders it (its default encoding), in-process."""
+    if hasattr(bird, "render_stamped") and hasattr(bird, "Encoding"):
+        try:
+            encoding = bird.Encoding("auto", True)
+            receiver = bird.RECEIVERS["frr"]
+            plans = [bird.plan(p, receiver, encoding) for p in policies]
+            return bird.render_stamped(policies, TABLES, SOURCE, None, receiver, plans,
+                                       encoding, None)[0]
+        except (TypeError, ValueError, KeyError):
+            # Another signature than the one this was written against: the plain render.
+            pass
+    with marking_limit_lifted():
+        return bird.render(policies, TABLES, SOURCE)
 
 
 class Results:
@@ -182,6 +195,14 @@ class Results:
         if run.rss_own_kb:
             self.rss.setdefault(stage, {}).setdefault(size, []).append(run.rss_own_kb)
         return run
+
+    def snapshot(self) -> tuple:
+        copy = lambda d: {k: {s: list(v) for s, v in by.items()} for k, by in d.items()}  # noqa: E731
+        return copy(self.times), copy(self.rss), copy(self.cpu), len(self.notes)
+
+    def restore(self, saved: tuple) -> None:
+        self.times, self.rss, self.cpu, notes = saved
+        del self.notes[notes:]
 
     def skip(self, stage: str, size: int, why: str) -> None:
         self.skipped.setdefault(stage, {})[size] = why
@@ -349,10 +370,7 @@ def pure_fetch(res: Results, size: int, text: str, reps: int) -> None:
                      for t in fs_iptables.split_families(text)]
         )
         res.add("fetch: parse", size, seconds)
-        with marking_limit_lifted():
-            res.add("fetch: render", size,
-                    clock(bird.render, policies, TABLES, SOURCE)[0])
-            res.add("fetch: count routes", size, clock(bird.count_routes, policies)[0])
+        res.add("fetch: render", size, clock(fetch_render, policies)[0])
 
 
 def pure_inject(res: Results, size: int, dump: str, saved: str, reps: int) -> None:
@@ -386,7 +404,7 @@ def profile(out: Path, size: int, text: str, dump: str, saved: str) -> list[tupl
     stages = {
         "fetch-parse": lambda: [fs_iptables.parse_policy(t, "FORWARD")
                                 for t in fs_iptables.split_families(text)],
-        "fetch-render": lambda: bird.render(policies, TABLES, SOURCE),
+        "fetch-render": lambda: fetch_render(policies),
         "inject-parse": lambda: frr.rules_from_vtysh(dump, Family.V4),
         "inject-render": lambda: fs_iptables.render_chain(rules, CHAIN),
         "inject-compare": lambda: fs_iptables.render_restore(
@@ -539,6 +557,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the in-process stages at the largest size (results folder)")
+    ap.add_argument("--report", type=Path, metavar="JSON",
+                    help="only print the tables and redraw the plot of an earlier run")
     ap.add_argument("--keep-inputs", action="store_true",
                     help="also save each size's policy, BIRD file and vtysh dump there")
     return ap.parse_args(argv)
@@ -546,6 +566,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        data = json.loads(args.report.read_text())
+        report.show(report.console(), data)
+        paths = report.write(data, args.report.with_suffix(""))
+        print(f"bench: wrote {', '.join(str(p) for p in paths[1:])}")
+        return 0
     missing = missing_requirements()
     if missing:
         print(f"bench: the lab needs {', '.join(missing)}; run `make bench` as root",
@@ -579,13 +605,30 @@ def main(argv: list[str] | None = None) -> int:
         if size not in sizes:
             continue
         wrapped = fetch_refuses(text)
+        got: dict = {}
         for rep in range(reps):
             console.log(f"{size} rules: pipeline, repetition {rep + 1} of {reps}")
-            got = pipeline_rep(res, size, text, rep, args.naive_max, wrapped)
-            bird_rep(res, size, got["conf"], got["routes"])
+            for attempt in (1, 2):
+                # A repetition that fails (a daemon died, or a concurrent lab run removed this
+                # lab's files) is run once more in new labs; its partial samples are dropped.
+                saved = res.snapshot()
+                try:
+                    this = pipeline_rep(res, size, text, rep, args.naive_max, wrapped)
+                    bird_rep(res, size, this["conf"], this["routes"])
+                    got = this
+                    break
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    res.restore(saved)
+                    first = str(exc).strip().splitlines()[-1][:200]
+                    res.notes.append(f"{size} rules, rep {rep + 1}, attempt {attempt} failed: "
+                                     f"{first}")
+                    console.log(f"{size} rules: repetition {rep + 1} failed ({first})")
+        if not got:
+            console.log(f"{size} rules: no complete repetition; skipping the rest of this size")
+            continue
         res.counts[size] = {
             "rules": size, "routes": got["routes"], "switch_rules": got["chain_lines"],
-            "marking_wrapped": got["wrapped"],
+            "fs_fetch_limit_lifted": got["wrapped"],
             "vtysh_bytes": len(got["dump"].encode()),
             "bird_file_bytes": len(got["conf"].encode()),
         }
@@ -595,7 +638,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, body in (("policy.txt", text), ("flowspec.conf", got["conf"]),
                                ("vtysh.json", got["dump"]), ("sw-iptables-save.txt", got["saved"])):
                 (args.out / f"input-{size}-{name}").write_text(body)
-        last = {"size": size, "text": text, "dump": got["dump"], "saved": got["saved"]}
+        if not last or size <= report.TARGET_SIZE:
+            # Profiled at 10,000 rules (or the largest size below): cProfile is slow.
+            last = {"size": size, "text": text, "dump": got["dump"], "saved": got["saved"]}
     if args.profile and last:
         console.log(f"{last['size']} rules: profiling the in-process stages")
         for name, path in profile(args.out, **last):
