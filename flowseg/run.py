@@ -51,6 +51,10 @@ def run(argv: list[str], input: str | None = None, timeout: float = 60.0) -> Res
         )
     except sh.TimeoutException:
         raise ToolFailed(f"{argv[0]} did not answer within {timeout:.0f} s") from None
+    except sh.SignalException as exc:
+        # A tool killed by a signal (iptables-restore dies of SIGFPE on some hashlimit rates).
+        name = type(exc).__name__.rsplit("_", 1)[-1]
+        raise ToolFailed(f"{argv[0]} was killed by {name}") from None
     out = proc.stdout.decode("utf-8", "replace")
     err = proc.stderr.decode("utf-8", "replace")
     return Result(tuple(argv), proc.exit_code, out, err)

@@ -62,6 +62,7 @@ class Options:
     on_session_down: str
     dry_run: bool
     scopes: frozenset[str] = frozenset()
+    verify_text: bool = True
 
 
 @dataclass
@@ -75,8 +76,10 @@ class Plan:
 
 
 def plan_family(switch: system.Switch, family: Family, routes_text: str, opts: Options,
-                mixed: bool, session_up: bool) -> Plan:
+                mixed: bool, session_up: bool, detail_text: str | None = None) -> Plan:
     routes = frr.read_family(routes_text, family, mixed=mixed) if session_up else []
+    if detail_text is not None:
+        frr.verify_against_text([r.route for r in routes], detail_text)
     selection = frr.select(routes, opts.scopes)
     if selection.waiting:
         return Plan(family, [], None, waiting=selection.waiting)
@@ -132,13 +135,16 @@ def run_once(switch: system.Switch, opts: Options, from_text: str | None,
             up = session_state(switch, family)
             report.session = up if report.session is None else report.session and up
             text = switch.flowspec_json(family) if up else ""
+            detail = switch.vtysh(f"show bgp {family.afi} flowspec detail") \
+                if up and opts.verify_text else None
             if not up and opts.on_session_down == "keep":
                 log.warning("IPv%d %s kept as it was until a session is back "
                             "(--on-session-down flush empties it)", family.value, opts.chain)
                 kept = True
                 continue
         mixed = from_text is not None and len(opts.families) > 1
-        plans.append(plan_family(switch, family, text, opts, mixed, up))
+        plans.append(plan_family(switch, family, text, opts, mixed, up,
+                                 detail if from_text is None else None))
     if opts.dry_run:
         for p in plans:
             wait = f"# waiting: {p.waiting}\n" if p.waiting else ""
@@ -257,6 +263,9 @@ def error_line(exc: FlowsegError, chain: str) -> str:
 @click.option("--generation-timeout", type=click.FloatRange(min=1), default=60.0,
               show_default=True,
               help="Seconds to wait for a new policy to arrive whole before warning loudly.")
+@click.option("--verify-text/--no-verify-text", default=True, show_default=True,
+              help="Cross-check the JSON with vtysh's text form, which shows repeated "
+                   "components the JSON hides.")
 @click.option("--backend", type=click.Choice(["auto", "nft", "legacy"]), default="auto",
               show_default=True, help="iptables backend; auto: the one holding the host's rules.")
 @click.option("--lock-file", default="/run/fs-inject.lock", show_default=True,
@@ -276,7 +285,7 @@ def error_line(exc: FlowsegError, chain: str) -> str:
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(__version__, prog_name="fs-inject")
 def main(once, interval, pathspace, family, chain, parent, stateful, on_session_down, scopes,
-         generation_timeout, backend, lock_file, from_file, dry_run, show_state, as_json,
+         generation_timeout, verify_text, backend, lock_file, from_file, dry_run, show_state, as_json,
          metrics_file, detailed_exit, verbose, quiet, debug) -> None:
     """Install FRR's Flow-Spec routes as the switch's FLOWSPEC iptables chain."""
     setup_logging("fs-inject", verbose, quiet, debug)
@@ -287,7 +296,7 @@ def main(once, interval, pathspace, family, chain, parent, stateful, on_session_
         raise click.BadParameter(str(exc)) from None
     families = {"ipv4": (Family.V4,), "ipv6": (Family.V6,)}.get(family, (Family.V4, Family.V6))
     opts = Options(families, chain, parent, stateful, on_session_down, dry_run,
-                   frozenset(scopes))
+                   frozenset(scopes), verify_text)
     switch = system.Switch(pathspace, backend)
 
     if show_state:

@@ -28,6 +28,7 @@ from flowseg.encoding import COUNT_AS, GENERATION_AS, RESERVED_AS, SEQUENCE_AS
 from flowseg.errors import BadInput, BadRoute, InvalidValue
 from flowseg.iptables import ChainEntry, render_rule_args
 from flowseg.model import (
+    PORT_PROTOCOLS,
     DSCP_MAX,
     ICMP_MAX,
     ICMP_PROTOCOLS,
@@ -227,9 +228,11 @@ def read_actions(route: Route, where: str) -> Actions:
             # RFC 8955 section 7.3: a negative rate is treated as 0, which means discard.
             rate = max(rate, 0.0)
         elif token.startswith("FS:action "):
-            # FRR prints the wrong bits of traffic-action (wire facts 3.2): the terminal and
-            # sample flags cannot be read, so the action is not honoured; the match stands.
-            log.info("%s: traffic-action %r not honoured (FRR misreports it)", where, token)
+            # FRR prints the wrong bits of traffic-action (wire facts 3.2). Its terminal bit
+            # decides whether later rules still apply (RFC 8955 7.3), which a first-match chain
+            # cannot honour unread: refused, not guessed. fs-fetch never sends it.
+            raise BadRoute(f"{where}: traffic-action {token!r} cannot be read exactly from "
+                           "FRR; not installed")
         elif RT_TOKEN.match(token):
             # A route target (or a look-alike SoO) changes no match and no verdict.
             targets.append(token)
@@ -244,6 +247,8 @@ def read_actions(route: Route, where: str) -> Actions:
 BITMASK_ENTRY = re.compile(r"^(=|\u220b) (! )?(\d+)$")
 # Protocol lists longer than this become too many iptables rules for one route.
 PROTOCOLS_MAX = 16
+# hashlimit's byte rates are 32-bit: 4e9 B/s is stored as 3855mb/s, 2^32 already wraps.
+RATE_MAX = 4_000_000_000
 
 
 def parse_bitmask(text: str, top: int, where: str) -> Bitmask:
@@ -287,6 +292,9 @@ def _protocols(route: Route, where: str) -> list[tuple[int | None, bool]]:
     if "proto" not in route.match:
         return [(None, False)]
     protos = parse_numeric(route.match["proto"], 255, where)
+    if not protos:
+        # The whole range 0-255: every protocol, the same as no protocol component.
+        return [(None, False)]
     if len(protos) == 2 and protos[0].lo == 0 and protos[1].hi == 255 \
             and protos[1].lo == protos[0].hi + 2:
         return [(protos[0].hi + 1, True)]
@@ -358,11 +366,19 @@ def receive(route: Route, family: Family) -> Received:
     protocols = _protocols(route, where)
     # TCP flags and ICMP type/code only exist in their protocol's header: a route that gives
     # them without a protocol matches that protocol only, and so does the iptables rule.
+    # This goes by the components present, not by their values: `dport >= 0` matches every
+    # port, yet only packets that have ports.
     implied = None
-    if fields["tcp_flags"] is not None:
+    if "tcp" in m:
         implied = 6
-    if fields["icmp_type"] or fields["icmp_code"]:
+    if "type" in m or "code" in m:
         implied = ICMP_PROTOCOLS[family] if implied is None else -1
+    if {"srcp", "dstp", "port"} & set(m):
+        if implied is not None:
+            raise BadRoute(f"{where}: ports with TCP flags or ICMP is not carried")
+        if any(p not in PORT_PROTOCOLS for p, _ in protocols) or \
+                any(negated for _, negated in protocols):
+            raise BadRoute(f"{where}: ports need protocol tcp, udp, sctp or dccp; not installed")
     if implied is not None:
         if implied == -1:
             raise BadRoute(f"{where}: TCP flags and ICMP in one route match nothing")
@@ -374,6 +390,10 @@ def receive(route: Route, family: Family) -> Received:
     actions = read_actions(route, where)
     verdict = Verdict.DROP if actions.rate == 0.0 else Verdict.ACCEPT
     rate = actions.rate if actions.rate else None
+    if rate is not None and rate > RATE_MAX:
+        # hashlimit keeps byte rates in 32 bits: above this it would store a wrong rate.
+        raise BadRoute(f"{where}: traffic-rate {rate:.0f} B/s is above the {RATE_MAX} B/s "
+                       "iptables can limit to; not installed")
     catch_all = src == any_net and dst == any_net and protocols == [(None, False)] \
         and not any(fields.values())
     sequence = _reserved(actions.targets, SEQUENCE_AS, where)
@@ -412,10 +432,14 @@ def _rfc_prefix(net, any_net) -> tuple:
 def _rfc_values(value) -> tuple:
     # Other components: present before absent, then the lower value first (a stand-in for the
     # RFC's byte comparison of the encoded component, which gives the same order for the
-    # single values and ranges fs-fetch writes).
+    # single values and ranges fs-fetch writes). Values of one field compare as numbers.
     if value in ((), None, False):
         return (1,)
-    return (0, repr(value))
+    if isinstance(value, tuple):
+        return (0, tuple((iv.lo, iv.hi) for iv in value))
+    if isinstance(value, Bitmask):
+        return (0, (value.mask, value.want))
+    return (0, (value,))
 
 
 def order_key(entry: ChainEntry) -> tuple:
@@ -522,3 +546,45 @@ def rules_from_vtysh(text: str, family: Family, mixed: bool = False) -> list[Cha
     if selection.waiting:
         raise BadRoute(f"policy incomplete: {selection.waiting}")
     return selection.entries
+
+
+# The labels of `show bgp ... flowspec detail` (text) for the JSON keys (wire facts 2.1).
+TEXT_LABELS = {
+    "Destination Address": "to", "Source Address": "from", "IP Protocol": "proto",
+    "Port": "port", "Destination Port": "dstp", "Source Port": "srcp", "ICMP Type": "type",
+    "ICMP Code": "code", "TCP Flags": "tcp", "Packet Length": "pktlen", "DSCP field": "dscp",
+    "Packet Fragment": "pktfrag", "Packet Flow Label": "flwlbl",
+}
+TEXT_LINE = re.compile(r"^\t(" + "|".join(sorted(map(re.escape, TEXT_LABELS), key=len,
+                                                 reverse=True)) + r") (.*)$")
+
+
+def text_signatures(text: str) -> list[tuple]:
+    """Each entry of the text detail output as its sorted (key, value) components."""
+    out: list[list] = []
+    for line in text.splitlines():
+        if line.startswith("BGP flowspec entry"):
+            out.append([])
+            continue
+        m = TEXT_LINE.match(line)
+        if m and out:
+            out[-1].append((TEXT_LABELS[m.group(1)], m.group(2).strip()))
+    return sorted(tuple(sorted(sig)) for sig in out)
+
+
+def verify_against_text(routes: list[Route], text: str) -> None:
+    """Refuse the read when FRR's text shows components its JSON left out.
+
+    FRR's JSON holds one value per component key, so an NLRI that repeats a component (RFC
+    8955 section 4.2 forbids it; BIRD never sends one, but another speaker can) shows only its
+    last value there, a wider match than the route. The text form prints every component.
+    """
+    from_json = sorted(tuple(sorted((k, v.strip()) for k, v in r.match.items()))
+                       for r in routes)
+    from_text = text_signatures(text)
+    if from_json == from_text:
+        return
+    extra = [sig for sig in from_text if sig not in from_json]
+    what = " ".join(f"{k} {v}" for k, v in extra[0]) if extra else "a route"
+    raise BadRoute(f"route '{what}': FRR's text shows components its JSON leaves out "
+                   "(a repeated component?); not installed")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import logging
 import os
 import time
@@ -93,7 +94,21 @@ class Switch:
         # --wait: another writer holding the xtables lock delays us instead of failing us.
         res = run([prog, "--noflush", "--wait", str(self.wait)], input=text)
         if res.exit_code != 0:
-            raise ApplyFailed(f"{prog}: {res.first_error_line()}")
+            why = " ".join(ln.strip() for ln in res.stderr.splitlines() if ln.strip()
+                           and not ln.startswith(("Error occurred at line", "Try "))) \
+                or res.first_error_line()
+            raise ApplyFailed(f"{prog} refused {failed_rule(text, res.stderr)}: {why[:200]}")
+
+
+def failed_rule(text: str, stderr: str) -> str:
+    """Which rule iptables-restore stopped at, from its `Error occurred at line: N`."""
+    m = re.search(r"line:? (\d+)", stderr)
+    lines = text.splitlines()
+    if not m or not 0 < int(m.group(1)) <= len(lines):
+        return "the transaction"
+    line = lines[int(m.group(1)) - 1]
+    label = re.search(r'--comment "?(flowseg [^"]*?)"?( -j|$)', line)
+    return f"line {m.group(1)} ({label.group(1) if label else line[:60]})"
 
 
 def parse_summary(text: str) -> list[Peer]:

@@ -33,7 +33,6 @@ def test_positive_rate_becomes_a_hashlimit_drop_in_front_of_the_accept(lab):
         "{ dst 198.51.100.10/32; proto 17; dport 53; } "
         "{ bgp_ext_community.add((generic, 0x80060000, 0x447a0000)); "
         "bgp_ext_community.add((generic, 0x80090000, 1)); "
-        "bgp_ext_community.add((generic, 0x80070000, 0x1)); "
         "bgp_ext_community.add((rt, 65000, 101)); }",
         "{ dst 0.0.0.0/0; src 0.0.0.0/0; } { bgp_ext_community.add((generic, 0x80060000, 0)); }",
     )

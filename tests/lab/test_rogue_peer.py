@@ -17,8 +17,8 @@ case states what fs-inject must do with what FRR 8.4.4 then shows, and checks it
 ExaBGP re-reads its configuration on SIGUSR1 and sends only the difference, so one session
 carries many rounds; a round is over when FRR holds exactly the destinations the round
 announces. One refused route makes fs-inject keep the whole chain, so each refused route gets
-a round of its own, next to the good policy. Cases marked xfail are fs-inject bugs this file
-found; each says what fs-inject does and what it should do.
+a round of its own, next to the good policy. The cases at the end are fs-inject bugs this file
+found, fixed since; their reasons say what fs-inject did.
 """
 
 from __future__ import annotations
@@ -339,13 +339,8 @@ EXACT_V4 = [
      [("25 rate 1000B/s", "-d 198.51.100.31/32 -m hashlimit --hashlimit-above 992b/s",
        "DROP"),
       ("25", "-d 198.51.100.31/32", "ACCEPT")]),
-    # Actions that change no match and no verdict: traffic-action (FRR misprints its bits),
-    # standard and large communities (FRR shows neither), route targets of any scope, a
+    # Actions that change no match and no verdict: standard and large communities (FRR shows neither), route targets of any scope, a
     # site-of-origin and the experimental 0x8002 (shown like route targets).
-    (Route("198.51.100.32/32", "", "mark 26; action sample-terminal;"),
-     [("26", "-d 198.51.100.32/32", "ACCEPT")]),
-    (Route("198.51.100.33/32", "", "mark 27; action terminal;"),
-     [("27", "-d 198.51.100.33/32", "ACCEPT")]),
     (Route("198.51.100.34/32", "",
            "mark 28; community [ 65000:1 ]; large-community [ 65000:1:2 ];"),
      [("28", "-d 198.51.100.34/32", "ACCEPT")]),
@@ -385,7 +380,7 @@ def test_every_component_at_its_edges_is_installed_exactly(lab, rogue):
     assert by_rule(installed(lab)) == by_rule([rule for _, rules in EXACT_V4 for rule in rules])
     assert by_rule(installed(lab, v6=True)) == by_rule(
         [rule for _, rules in EXACT_V6 for rule in rules])
-    assert "applied IPv4 FLOWSPEC: 39 rules" in res.stderr
+    assert "applied IPv4 FLOWSPEC: 37 rules" in res.stderr
     assert "rule 30 arrives as both ACCEPT and DROP" in res.stderr
     # What was installed reads back as the routes: the next run writes nothing.
     again = inject(lab)
@@ -509,6 +504,14 @@ REFUSED = [
     ("20 protocols", bad(132, "protocol >=1&<=20;"),
      "route 'to 198.51.100.132/32 proto >= 1 , <= 20': 20 protocols are too many iptables "
      "rules."),
+    # traffic-action: FRR misprints its bits, and its terminal bit would decide whether later
+    # rules still apply (RFC 8955 7.3); refused since it cannot be read.
+    ("traffic-action sample-terminal", bad(139, "", "mark 26; action sample-terminal;"),
+     "route 'to 198.51.100.139/32': traffic-action 'FS:action eval stops' cannot be read "
+     "exactly from FRR; not installed."),
+    ("traffic-action terminal", bad(140, "", "mark 27; action terminal;"),
+     "route 'to 198.51.100.140/32': traffic-action 'FS:action eval stops' cannot be read "
+     "exactly from FRR; not installed."),
     ("port with ICMP", bad(133, "protocol icmp; destination-port =80;"),
      "route 'to 198.51.100.133/32 proto = 1 dstp = 80': ports need protocol tcp, udp, sctp or "
      "dccp; not installed."),
@@ -686,7 +689,7 @@ def test_incomplete_generations_wait_and_keep_the_chain(lab, rogue):
     assert installed(lab) == [GOOD_V4[0], ("policy g11", "", "DROP")]
 
 
-# -- fs-inject bugs found here (xfail until fixed) ----------------------------------------------
+# -- fs-inject bugs found here, fixed since: regression tests -----------------------------------
 
 def hostile_round(lab, rogue, *routes: Route):
     """The good policy in force, then the hostile routes next to it; fs-inject's answer."""
@@ -718,13 +721,6 @@ SUSPECT = ([route for _, route, _ in FULL_RANGE] + [EVERY_PROTOCOL, REPEATED_DES
            + [route for _, route in HUGE_RATES] + SAME_NUMBER)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fs-inject bug: a port or ICMP component whose values cover the whole range (dport >= 0, "
-    "port >= 0, icmp-type >= 0) normalizes to 'any value' and is dropped, and with no "
-    "protocol in the route nothing implies one: the rule becomes `-d 198.51.100.10/32 -j "
-    "ACCEPT`, matching every protocol, while the route matches only packets that have that "
-    "field (TCP/UDP ports, ICMP). It should keep the protocols the component implies, or "
-    "refuse the route."))
 @pytest.mark.parametrize("route, probe", [case[1:] for case in FULL_RANGE],
                          ids=[case[0] for case in FULL_RANGE])
 def test_component_covering_every_value_still_needs_its_protocol(lab, rogue, route, probe):
@@ -734,11 +730,6 @@ def test_component_covering_every_value_still_needs_its_protocol(lab, rogue, rou
     assert not lab.probe(**probe)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fs-inject bug: `protocol >= 0` (every protocol) gives a route with no chain entry, and "
-    "select() then fails with IndexError on r.entries[0] (frr.py, `rules = [...]`): a Python "
-    "traceback and exit 1 instead of one line. It should install the route with no -p, which "
-    "is exact, or refuse it with exit 3."))
 def test_protocol_covering_every_value_is_no_crash(lab, rogue):
     before, res = hostile_round(lab, rogue, EVERY_PROTOCOL)
     assert "Traceback" not in res.stderr
@@ -749,29 +740,12 @@ def test_protocol_covering_every_value_is_no_crash(lab, rogue):
         assert (("5", f"-d {H2}", "ACCEPT")) in installed(lab)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fs-inject bug, through FRR: an NLRI with two destination components (ExaBGP sends "
-    "`destination 198.51.100.20/32; destination 198.51.100.10/32`; RFC 8955 section 4.2 wants "
-    "each type once, in strictly increasing order) shows both in `show bgp ipv4 flowspec "
-    "detail` but only the last in the JSON (`\"to\":\"198.51.100.10/32\"`). fs-inject installs "
-    "`-d 198.51.100.10/32 -p tcp -j ACCEPT`, wider than the route, which matches no packet. "
-    "It should refuse it, e.g. by checking the text form, or FRR's NLRI length in the "
-    "non-detail JSON key, against what it read."))
 def test_repeated_destination_component_is_not_widened(lab, rogue):
     _, res = hostile_round(lab, rogue, REPEATED_DESTINATION)
     assert res.returncode in (0, 3)
     assert not lab.probe("tcp", dport=9)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fs-inject bug: traffic-rates that hashlimit cannot hold. 2^32 B/s and more: iptables "
-    "stores another rate (4294967296b/s reads back as 4581298432b/s, wider; 2^40 as 0b/s); "
-    "2^64 (not run here) and the largest float: iptables-nft-restore dies of SIGFPE and "
-    "fs-inject exits 1 "
-    "with a Python traceback (sh.SignalException_SIGFPE out of flowseg/run.py); 1e12: exit 6 "
-    "with 'fs-inject: iptables-nft-restore: iptables-nft-restore v1.8.9 (nf_tables):. "
-    "FLOWSPEC kept as it was.', naming no route. It should refuse such a route at "
-    "translation, exit 3 with the route named, as for NaN."))
 @pytest.mark.parametrize("route", [route for _, route in HUGE_RATES],
                          ids=[case for case, _ in HUGE_RATES])
 def test_rate_hashlimit_cannot_hold_is_refused(lab, rogue, route):
@@ -782,13 +756,6 @@ def test_rate_hashlimit_cannot_hold_is_refused(lab, rogue, route):
     assert saved(lab) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fs-inject bug: routes that share a rule number are said to go in RFC 8955 5.1 order, "
-    "but order_key compares repr() strings (_rfc_values), so 17 sorts before 6 and 100 "
-    "before 99. Rule 5 DROP `tcp dport >=99&<=100` (component bytes 03 63 c5 64) precedes "
-    "rule 5 ACCEPT `tcp dport =100` (81 64) in RFC order, so TCP port 100 is dropped; "
-    "fs-inject puts the ACCEPT first and lets it through. It should compare the encoded "
-    "components as the RFC does, or refuse routes that share a number with another verdict."))
 def test_one_rule_number_two_verdicts_go_in_rfc_order(lab, rogue):
     _, res = hostile_round(lab, rogue, *SAME_NUMBER)
     assert res.returncode in (0, 3)

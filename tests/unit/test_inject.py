@@ -126,7 +126,7 @@ ACTION_CASES = {
     3: ("DROP", None),  # traffic-rate -1: RFC 8955 7.3 reads it as 0
     4: "not a number",  # traffic-rate NaN
     5: "two traffic-markings",  # marking 9 beside marking 1
-    6: ("ACCEPT", None),  # traffic-action: logged, not honoured
+    6: "traffic-action",  # its terminal bit cannot be read from FRR: refused
     7: "redirect action",  # redirect to VRF
     8: ("ACCEPT", None),  # a route target: a scope, no change of match or verdict
 }
