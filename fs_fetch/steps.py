@@ -554,32 +554,38 @@ class _NoMark:
 def _apply(controller, path: Path, old: bytes | None, steps: list[Step],
            tables: dict[Family, str], write: Callable[[Path, bytes], None], timeout: float,
            stop: StopRequest, pending) -> Applied:
+    before = controller.bgp_channels() if len(steps) > 1 else []
     pending.set()
     in_force = old
     out = Applied(steps=len(steps))
-    before = controller.bgp_channels() if len(steps) > 1 else []
     for i, step in enumerate(steps, 1):
         data = step.data
-        write(path, data)
+        try:
+            # A write that fails leaves the file as it was, which is the one BIRD holds.
+            write(path, data)
+        except FlowsegError as exc:
+            pending.clear()
+            if i == 1:
+                raise
+            raise _partly(exc, i, steps) from exc
         try:
             out.reply = controller.configure()
         except FlowsegError as exc:
+            # If putting the file back fails too, the pending mark stays for the next run.
             _put_back(path, in_force, write)
             pending.clear()
             if i == 1:
                 raise
-            raise PartlyApplied(f"{exc}; BIRD holds step {i - 1} of {len(steps)}, with "
-                                f"{steps[i - 2].left} old routes still to withdraw; the next "
-                                "run goes on", exc.exit_code) from exc
+            raise _partly(exc, i, steps) from exc
         in_force = data
         if len(steps) > 1:
             try:
                 before = confirm(controller.bgp_channels, before, step, tables, timeout)
-            except StepTimeout as exc:
+            except FlowsegError as exc:
                 pending.clear()
                 raise PartlyApplied(f"step {i} of {len(steps)} not confirmed: {exc}; BIRD holds "
                                     f"it, with {step.left} old routes still to withdraw; the "
-                                    "next run goes on") from exc
+                                    "next run goes on", exc.exit_code) from exc
             log.info("step %d of %d: %s withdrawn, %d old routes left", i, len(steps),
                      _describe(step), step.left)
         if stop.signum is not None and i < len(steps):
@@ -593,6 +599,13 @@ def _apply(controller, path: Path, old: bytes | None, steps: list[Step],
         log.info("%s came during the apply; it is complete, stopping now",
                  signal.Signals(stop.signum).name)
     return out
+
+
+def _partly(exc: FlowsegError, i: int, steps: list[Step]) -> PartlyApplied:
+    """Step i (not the first) failed: say which step BIRD holds."""
+    return PartlyApplied(f"{exc}; BIRD holds step {i - 1} of {len(steps)}, with "
+                         f"{steps[i - 2].left} old routes still to withdraw; the next run goes "
+                         "on", exc.exit_code)
 
 
 def _describe(step: Step) -> str:

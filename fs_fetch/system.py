@@ -326,6 +326,7 @@ class Pending:
     """`.NAME.pending` beside the BIRD file: a file was written that BIRD may not have read."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.mark = path.parent / f".{path.name}.pending"
 
     def exists(self) -> bool:
@@ -340,7 +341,7 @@ class Pending:
                 os.close(fd)
             _fsync_dir(self.mark.parent)
         except OSError as exc:
-            raise write_failed(self.mark, exc) from exc
+            raise write_failed(self.path, exc) from exc
 
     def clear(self) -> None:
         try:
