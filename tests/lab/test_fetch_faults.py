@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from flowseg import lab as flowseg_lab
 from flowseg.scenario import command
-from fs_fetch import steps
+from fs_fetch import steps, system
 
 pytestmark = pytest.mark.lab
 
@@ -500,6 +501,90 @@ def test_one_step_withdrawal_resets_frr_past_4066_bytes(lab, family, count, rese
     assert (after.dropped != before.dropped) is resets
     if resets:
         assert "Error: Bad message length" in (lab.tmpdir / "bird.log").read_text()
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# The two other ways out, each tried alone: BIRD packing withdrawals into messages of up to
+# 65,535 bytes, and FRR advertising nothing back to the controller (no echo to overflow).
+EXTENDED = ("\thold time 9;", "\tenable extended messages on;\n\thold time 9;")
+NO_ECHO = ("  neighbor 203.0.113.1 activate\n",
+           "  neighbor 203.0.113.1 activate\n  neighbor 203.0.113.1 route-map NOTHING out\n")
+
+
+@pytest.fixture
+def variant(request, tmp_path):
+    """A lab whose bird.conf or frr.conf has one replacement (request.param: file, old, new)."""
+    name, old, new = request.param
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    for each in ("bird.conf", "frr.conf"):
+        text = (EXAMPLES / each).read_text()
+        if each == name:
+            assert old in text
+            text = text.replace(old, new)
+            if name == "frr.conf":
+                text += "route-map NOTHING deny 10\nexit\n"
+        (folder / each).write_text(text)
+    with flowseg_lab.Lab(examples_dir=folder) as started:
+        request.addfinalizer(started.close)
+        yield started
+
+
+def withdraw_at_once(lab, family: int, count: int) -> tuple:
+    lab.load_flowspec(raw_routes(family, count))
+    lab.wait_frr_routes(family, count, timeout=60)
+    time.sleep(1)
+    before = lab.frr_session()
+    lab.load_flowspec("")
+    time.sleep(2)
+    return before, lab.frr_session()
+
+
+@pytest.mark.parametrize("variant", [("bird.conf", *EXTENDED)], indirect=True, ids=["extended"])
+def test_with_extended_messages_frr_refuses_bird_past_4095_bytes(variant):
+    """With extended messages BIRD sends 100 IPv6 withdrawals (4,600 bytes) in one message and
+    FRR refuses it (Optional Attribute Error); fs-fetch's steps (2,000 bytes) keep the session
+    through a 1,000-to-10 change of IPv6 rules."""
+    before, after = withdraw_at_once(variant, 6, 100)
+    assert after.dropped == before.dropped + 1
+    assert "Received: Optional attribute error" in (variant.tmpdir / "bird.log").read_text()
+
+    session = variant.wait_established()
+    text = chain6(1000)
+    res = fetch(variant, rules(variant, "big6", text), "-q", timeout=300)
+    assert res.returncode == 0, res.stderr
+    variant.wait_frr_routes(6, 1001, timeout=120)
+    session = variant.wait_established()
+    res = fetch(variant, rules(variant, "small6", chain6(10)), timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert " reconfigured in " in res.stderr
+    variant.wait_frr_routes(6, 11, timeout=60)
+    after = variant.frr_session()
+    assert (after.established, after.dropped) == (session.established, session.dropped)
+
+
+@pytest.mark.parametrize("variant", [("frr.conf", *NO_ECHO)], indirect=True, ids=["no-echo"])
+def test_frr_that_sends_the_controller_nothing_takes_any_withdrawal(variant):
+    """FRR with an outbound policy that sends the controller nothing has no copies to withdraw
+    towards BIRD, and then 1,000 IPv6 withdrawals in one step keep the session."""
+    before, after = withdraw_at_once(variant, 6, 1000)
+    assert (after.established, after.dropped) == (before.established, before.dropped)
+    channels = system_counters(variant)
+    assert channels["flowtab6"].import_withdraws_received == 0
+
+
+def chain6(n: int) -> str:
+    """ip6tables-save text: n rules, each its own /128 source and port, policy DROP."""
+    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]"]
+    for i in range(n):
+        lines.append(f"-A FORWARD -s 2001:db8:1::{i + 1:x}/128 -d 2001:db8:2::10/128 -p tcp "
+                     f"-m tcp --dport {1000 + i} -j ACCEPT")
+    return "\n".join(lines + ["COMMIT"]) + "\n"
+
+
+def system_counters(lab) -> dict:
+    with system.ControlSocket(str(lab.bird_socket)) as bird:
+        return {c.table: c for c in bird.bgp_channels()}
 
 
 def test_shrinking_10000_rules_to_10_keeps_the_session(lab):
