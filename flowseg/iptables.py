@@ -1000,7 +1000,9 @@ def canonical(line: str, family: Family) -> tuple | str:
 def same_rules(current: tuple[str, ...], wanted: list[str], family: Family) -> bool:
     if len(current) != len(wanted):
         return False
-    return all(canonical(a, family) == canonical(b, family) for a, b in zip(current, wanted))
+    # Equal text is equal meaning; only lines iptables-save spelled its own way are parsed.
+    return all(a == b or canonical(a, family) == canonical(b, family)
+               for a, b in zip(current, wanted))
 
 
 def render_restore(

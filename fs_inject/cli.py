@@ -135,7 +135,7 @@ def run_once(switch: system.Switch, opts: Options, from_text: str | None,
             up = session_state(switch, family)
             report.session = up if report.session is None else report.session and up
             text = switch.flowspec_json(family) if up else ""
-            detail = switch.vtysh(f"show bgp {family.afi} flowspec detail") \
+            detail = switch.vtysh(f"show bgp {family.afi} flowspec detail", bulk=True) \
                 if up and opts.verify_text else None
             if not up and opts.on_session_down == "keep":
                 log.warning("IPv%d %s kept as it was until a session is back "

@@ -373,12 +373,6 @@ def receive(route: Route, family: Family) -> Received:
         implied = 6
     if "type" in m or "code" in m:
         implied = ICMP_PROTOCOLS[family] if implied is None else -1
-    if {"srcp", "dstp", "port"} & set(m):
-        if implied is not None:
-            raise BadRoute(f"{where}: ports with TCP flags or ICMP is not carried")
-        if any(p not in PORT_PROTOCOLS for p, _ in protocols) or \
-                any(negated for _, negated in protocols):
-            raise BadRoute(f"{where}: ports need protocol tcp, udp, sctp or dccp; not installed")
     if implied is not None:
         if implied == -1:
             raise BadRoute(f"{where}: TCP flags and ICMP in one route match nothing")
@@ -386,6 +380,10 @@ def receive(route: Route, family: Family) -> Received:
             protocols = [(implied, False)]
         elif protocols != [(implied, False)]:
             raise BadRoute(f"{where}: its protocol contradicts its TCP flags or ICMP match")
+    if {"srcp", "dstp", "port"} & set(m):
+        if any(p not in PORT_PROTOCOLS for p, _ in protocols) or \
+                any(negated for _, negated in protocols):
+            raise BadRoute(f"{where}: ports need protocol tcp, udp, sctp or dccp; not installed")
 
     actions = read_actions(route, where)
     verdict = Verdict.DROP if actions.rate == 0.0 else Verdict.ACCEPT
