@@ -272,7 +272,9 @@ def read_scoping(path: Path | None, switches: tuple[str, ...]) -> scopes.Scoping
 )
 @click.option(
     "--from-file",
-    type=click.File("r"),
+    # Bytes that are not UTF-8 (a hostile comment) become U+FFFD, as they do when fs-fetch
+    # runs iptables-save itself: inert in a BIRD comment, refused anywhere else.
+    type=click.File("r", errors="replace"),
     help="Read iptables-save (and ip6tables-save) text from FILE or - instead of running them.",
 )
 @click.option(

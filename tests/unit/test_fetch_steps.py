@@ -662,3 +662,24 @@ def test_the_wall_clock_does_not_change_the_file(tmp_path, monkeypatch, shift):
     res = run_fetch(tmp_path, chain(5), "-v")
     assert "unchanged" in res.stderr
     assert (tmp_path / "flowspec.conf").read_bytes() == data
+
+
+def test_bytes_that_are_not_utf8_stay_inert_or_are_refused(tmp_path):
+    """A comment with Latin-1 bytes stays a comment; a prefix with them is refused (exit 3)."""
+    src = tmp_path / "chain.rules"
+    conf = tmp_path / "flowspec.conf"
+    src.write_bytes(b'*filter\n:FORWARD DROP [0:0]\n-A FORWARD -s 1.0.0.1/32 -m comment '
+                    b'--comment "caf\xe9 \xff\\"; include \\"/etc/passwd" -j ACCEPT\nCOMMIT\n')
+    res = CliRunner().invoke(fetch, ["--from-file", str(src), "--bird-conf", str(conf),
+                                     "--dry-run", "-q"], catch_exceptions=False)
+    assert res.exit_code == 0, res.stderr
+    lines = [ln for ln in res.stdout.splitlines() if "include" in ln]
+    assert lines == ['\t# FORWARD 1: -A FORWARD -s 1.0.0.1/32 -m comment --comment '
+                     '"caf\ufffd \ufffd\\"; include \\"/etc/passwd" -j ACCEPT']
+    src.write_bytes(b"*filter\n:FORWARD DROP [0:0]\n-A FORWARD -s 1.0.0.\xff/32 -j ACCEPT\n"
+                    b"COMMIT\n")
+    res = CliRunner().invoke(fetch, ["--from-file", str(src), "--bird-conf", str(conf),
+                                     "--dry-run"], catch_exceptions=False)
+    assert res.exit_code == 3
+    assert res.stderr == ("fs-fetch: FORWARD rule 1 (-s 1.0.0.\ufffd/32): not an address or "
+                          "prefix. Nothing changed.\n")
