@@ -348,6 +348,8 @@ def read_scoping(path: Path | None, switches: tuple[str, ...]) -> scopes.Scoping
     help="Write a Prometheus textfile (node_exporter's textfile collector) after every run.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the translated routes as JSON.")
+@click.option("--show", "show_state", is_flag=True,
+              help="Print the routes of the file in force and BIRD's state (--json: as JSON).")
 @click.option("--dry-run", is_flag=True, help="Print the file it would write; touch nothing.")
 @click.option("--no-reload", is_flag=True, help="Write the file but do not reload BIRD.")
 @click.option("-v", "--verbose", count=True, help="More log (-v info, -vv debug).")
@@ -374,6 +376,7 @@ def main(
     lock_timeout: float,
     metrics_file: Path | None,
     as_json: bool,
+    show_state: bool,
     dry_run: bool,
     no_reload: bool,
     verbose: int,
@@ -382,6 +385,15 @@ def main(
 ) -> None:
     """Translate the controller's FORWARD chain into BIRD 2 Flow-Spec routes and reload BIRD."""
     setup_logging("fs-fetch", verbose, quiet, debug)
+    if show_state:
+        from fs_fetch import show
+
+        try:
+            show.show(bird_conf, bird_socket, {Family.V4: table4, Family.V6: table6}, as_json)
+        except FlowsegError as exc:
+            click.echo(f"fs-fetch: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        return
     try:
         check_chain_name(chain)
         for name in (table4, table6):

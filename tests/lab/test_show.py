@@ -37,3 +37,21 @@ def test_show_counts_by_controller_rule_number(lab):
 
     table = lab.run("sw", *command("fs-inject"), "--show", "--family", "ipv4").stdout
     assert "generation" in table and "--dport 1050" in table
+
+
+def test_fetch_show_lists_the_routes_in_force_and_birds_state(lab):
+    from flowseg.scenario import load_policy
+
+    load_policy(lab, "rich.sh")
+    fetch(lab)
+    res = lab.run("ctl", *command("fs-fetch"), "--show", "--json", "--bird-conf",
+                  str(lab.bird_conf), "--bird-socket", str(lab.bird_socket))
+    state = json.loads(res.stdout)
+    assert state["generation"] == 1
+    rules = [r["rule"] for r in state["routes"] if r["family"] == 4]
+    assert rules[:3] == ["1", "2", "3"] and rules[-1] == "policy"
+    assert state["bird"]["IPv4 flowtab4"] == len(rules)
+    assert "Established" in state["bird"]["BGP switch1"]
+    table = lab.run("ctl", *command("fs-fetch"), "--show", "--bird-conf", str(lab.bird_conf),
+                    "--bird-socket", str(lab.bird_socket)).stdout
+    assert "generation 1" in table and "BIRD" in table
