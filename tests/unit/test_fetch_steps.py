@@ -599,6 +599,8 @@ def test_the_control_socket_speaks_birds_protocol(fake_bird_socket):
         assert bird.bgp_channels()[0] == ChannelCounters("switch1", "flowtab4", True, 3, 7, 5, 3)
         with pytest.raises(BirdRejected, match="flowspec.conf:3:1 syntax error"):
             bird.request("configure bad")
+        with pytest.raises(ValueError):
+            bird.request("show status\nconfigure")
 
 
 def test_an_unreachable_control_socket_is_one_line(tmp_path):
