@@ -195,8 +195,10 @@ def parse_protocols(lines: list[str]) -> list[ChannelCounters]:
 
     def flush() -> None:
         if channel is not None and kind == "BGP" and channel.get("table"):
+            # A channel the peer did not negotiate is not UP and sends nothing.
+            up = state == "Established" and channel.get("state", "UP") == "UP"
             out.append(ChannelCounters(
-                proto, channel["table"], state == "Established", channel.get("exported", 0),
+                proto, channel["table"], up, channel.get("exported", 0),
                 channel.get("ew_received", 0), channel.get("ew_accepted", 0),
                 channel.get("iw_received", 0),
             ))
@@ -219,6 +221,8 @@ def parse_protocols(lines: list[str]) -> list[ChannelCounters]:
             continue
         elif text.startswith("Table:"):
             channel["table"] = text.split(":", 1)[1].strip()
+        elif text.startswith("State:"):
+            channel["state"] = text.split(":", 1)[1].strip()
         elif text.startswith("Routes:"):
             m = re.search(r"(\d+) exported", text)
             channel["exported"] = int(m.group(1)) if m else 0

@@ -310,7 +310,9 @@ def test_confirm_gives_up_after_the_timeout():
                       TABLES, 3, clock, clock.sleep)
 
 
-# BIRD 2.0.12, `birdc -v show protocols all` in the lab (flowseg.lab, 3 routes exported).
+# BIRD 2.0.12, `birdc -v show protocols all` in the lab (flowseg.lab, 3 routes exported),
+# shortened; edited by hand: switch1's export withdraws (7 received, 5 accepted), its flow6
+# channel DOWN (a family the peer did not negotiate) and a second protocol switch2 not up.
 PROTOCOLS_V = """\
 0001 BIRD 2.0.12 ready.
 2002-Name       Proto      Table      State  Since         Info
@@ -341,7 +343,7 @@ PROTOCOLS_V = """\
            Export withdraws:            7        ---        ---        ---          5
          BGP Next hop:   203.0.113.1
        Channel flow6
-         State:          UP
+         State:          DOWN
          Table:          flowtab6
          Routes:         0 imported, 0 exported, 0 preferred
          Route change stats:     received   rejected   filtered    ignored   accepted
@@ -360,7 +362,7 @@ PROTOCOLS_V = """\
 def test_parse_protocols_reads_bgp_channels_in_both_formats():
     want = [
         ChannelCounters("switch1", "flowtab4", True, 3, 7, 5, 3),
-        ChannelCounters("switch1", "flowtab6", True, 0, 0, 0, 0),
+        ChannelCounters("switch1", "flowtab6", False, 0, 0, 0, 0),  # not negotiated
         ChannelCounters("switch2", "flowtab4", False),
     ]
     verbose = [ln for ln in PROTOCOLS_V.splitlines() if ln.strip()]
