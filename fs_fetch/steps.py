@@ -114,7 +114,7 @@ PUNCT = re.compile(r"[{};]")
 
 
 def _blank(text: str) -> str:
-    """text with comments turned into spaces and string bodies into `x`, same offsets.
+    """text with comments turned into spaces and strings into `x`s, at the same offsets.
 
     BIRD has `#` line comments, `/* */` comments and double-quoted strings; none of them can
     hold a brace or a semicolon that counts.
