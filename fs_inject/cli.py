@@ -270,6 +270,8 @@ def error_line(exc: FlowsegError, chain: str) -> str:
               show_default=True, help="iptables backend; auto: the one holding the host's rules.")
 @click.option("--lock-file", default="/run/fs-inject.lock", show_default=True,
               help="Held while applying, so a cron run and the daemon never interleave.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to wait for --lock-file before giving up (exit 4).")
 @click.option("--from-file", type=click.File("r"),
               help="Read vtysh detail JSON from FILE or - instead of running vtysh.")
 @click.option("--dry-run", is_flag=True, help="Print the iptables-restore input; touch nothing.")
@@ -285,8 +287,8 @@ def error_line(exc: FlowsegError, chain: str) -> str:
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(__version__, prog_name="fs-inject")
 def main(once, interval, pathspace, family, chain, parent, stateful, on_session_down, scopes,
-         generation_timeout, verify_text, backend, lock_file, from_file, dry_run, show_state, as_json,
-         metrics_file, detailed_exit, verbose, quiet, debug) -> None:
+         generation_timeout, verify_text, backend, lock_file, lock_timeout, from_file, dry_run,
+         show_state, as_json, metrics_file, detailed_exit, verbose, quiet, debug) -> None:
     """Install FRR's Flow-Spec routes as the switch's FLOWSPEC iptables chain."""
     setup_logging("fs-inject", verbose, quiet, debug)
     try:
@@ -314,7 +316,7 @@ def main(once, interval, pathspace, family, chain, parent, stateful, on_session_
             if dry_run:
                 outcome = run_once(switch, opts, from_text, report)
             else:
-                with system.Lock(lock_file):
+                with system.Lock(lock_file, lock_timeout):
                     outcome = run_once(switch, opts, from_text, report)
         except FlowsegError as exc:
             if debug:
@@ -338,7 +340,7 @@ def main(once, interval, pathspace, family, chain, parent, stateful, on_session_
         outcome = None
         refused = 0
         try:
-            with system.Lock(lock_file):
+            with system.Lock(lock_file, lock_timeout):
                 outcome = run_once(switch, opts, None, report)
             if outcome is not Outcome.WAITING:
                 waiting_since = None

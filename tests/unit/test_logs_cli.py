@@ -43,3 +43,24 @@ def test_bash_completion_lists_options():
            "COMP_CWORD": "1"}
     res = CliRunner().invoke(inject, [], env=env, prog_name="fs-inject")
     assert "--once" in res.output and "--on-session-down" in res.output
+
+
+def test_vtysh_missing_from_path_is_one_line_and_exit_4(tmp_path):
+    res = CliRunner().invoke(inject, ["--once", "--lock-file", str(tmp_path / "lock")],
+                             env={"PATH": str(tmp_path)})
+    assert res.exit_code == 4
+    assert res.stderr.splitlines() == [
+        "fs-inject: vtysh not found in PATH; install it or fix PATH. FLOWSPEC kept as it was."]
+
+
+def test_second_fs_inject_waits_for_the_lock_then_gives_up(tmp_path):
+    import fcntl
+
+    lock = tmp_path / "fs-inject.lock"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        res = CliRunner().invoke(inject, ["--once", "--lock-file", str(lock),
+                                          "--lock-timeout", "0.5"])
+    assert res.exit_code == 4
+    assert "held by another fs-inject" in res.stderr
+    assert len(res.stderr.splitlines()) == 1
