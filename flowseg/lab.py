@@ -145,8 +145,10 @@ class LabCommandError(subprocess.CalledProcessError):
 class FrrSession:
     """bgpd's view of the session to BIRD, from `show bgp neighbor <ip> json`.
 
-    Two snapshots with the same `established` and `dropped` counts prove that the session was
-    not reset in between.
+    Two snapshots with different `established` or `dropped` counts prove a reset in between;
+    equal counts are strong evidence of none, but FRR was once seen to miss a reset in them on
+    a loaded machine (its uptime fell). `established_epoch` is derived from the uptime and
+    jitters by a second, so it is no exact test either.
     """
 
     state: str
