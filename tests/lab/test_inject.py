@@ -188,3 +188,40 @@ def test_backend_follows_the_host_rules(lab):
     legacy = lab.run("sw", "iptables-legacy", "-S", "FLOWSPEC").stdout
     assert "-A FLOWSPEC -s 2.0.0.1/32 -d 1.0.0.1/32" in legacy
     assert lab.run("sw", "iptables-nft", "-S", "FLOWSPEC", check=False).returncode != 0
+
+
+def test_sigkill_in_the_middle_of_an_apply_leaves_old_or_new_never_half(lab):
+    # A 3,000-rule chain takes iptables-restore long enough to be caught in the act.
+    rules = "".join(f"-A FORWARD -d 198.51.100.10/32 -p tcp -m tcp --dport {1000 + n} -j ACCEPT\n"
+                    for n in range(1, 3001))
+    lab.run("ctl", "iptables-restore", input=f"*filter\n:FORWARD DROP [0:0]\n{rules}COMMIT\n")
+    fetch(lab)
+    lab.wait_frr_routes(4, 3001, timeout=60)
+    before = saved(lab)
+    argv = ["ip", "netns", "exec", lab.sw, *command("fs-inject"), "--once", "--family", "ipv4",
+            "--pathspace", lab.pathspace, "--lock-file", str(lab.tmpdir / "fs-inject.lock")]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    caught = False
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            out = subprocess.run(["pgrep", "-f", "iptables-nft-restore --noflush"],
+                                 capture_output=True, text=True).stdout
+            if out.strip():
+                os.killpg(proc.pid, signal.SIGKILL)
+                caught = True
+                break
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert caught, "iptables-restore was never seen running"
+    after = saved(lab)
+    rules_after = [ln for ln in after if ln.startswith("-A FLOWSPEC")]
+    # All or nothing: the old tables, or the complete new chain.
+    assert after == before or len(rules_after) == 3001, (caught, len(rules_after))
+    # The next run converges without help.
+    inject(lab, "--family", "ipv4")
+    assert len(flowspec(lab)) == 3001
