@@ -13,15 +13,14 @@ from writing a file until BIRD has taken it, and `.NAME.lock`, the default lock.
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import re
 import socket
 import tempfile
-import time
 from pathlib import Path
 
+from flowseg.lock import FileLock
 from flowseg.errors import BirdRejected, ToolFailed
 from flowseg.model import Family
 from flowseg.run import iptables_save, run
@@ -368,39 +367,8 @@ def default_lock(path: Path) -> Path:
     return path.parent / f".{path.name}.lock"
 
 
-class Lock:
-    """An flock on a file, so that two fs-fetch runs never write the BIRD file at once.
-
-    The wait is measured on the monotonic clock, so a clock jump neither shortens nor lengthens
-    it.
-    """
+class Lock(FileLock):
+    """The fs-fetch lock: two runs never write the BIRD file at once."""
 
     def __init__(self, path: Path, timeout: float = 60.0) -> None:
-        self.path = path
-        self.timeout = timeout
-        self.fd: int | None = None
-
-    def __enter__(self) -> Lock:
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ToolFailed(f"cannot open lock file {self.path}: {exc.strerror}; give "
-                             "--lock-file a path fs-fetch can write") from exc
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(self.fd)
-                    self.fd = None
-                    raise ToolFailed(f"lock {self.path} held by another fs-fetch run for "
-                                     f"{self.timeout:g} s; try again when it is done") from None
-                time.sleep(0.05)
-
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+        super().__init__(path, timeout, "fs-fetch run")

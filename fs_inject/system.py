@@ -12,15 +12,13 @@ whichever backend holds more rules is the one in use; a tie goes to what `iptabl
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import re
 import shutil
-import time
 from dataclasses import dataclass
 
+from flowseg.lock import FileLock
 from flowseg.errors import ApplyFailed, BadInput, ToolFailed
 from flowseg.model import Family
 from flowseg.run import run
@@ -159,31 +157,8 @@ def detect_backend() -> str:
     return "nft" if nft > legacy else "legacy"
 
 
-class Lock:
-    """An flock on a file, so a cron run and the daemon never apply at the same time."""
+class Lock(FileLock):
+    """The fs-inject lock: a cron run and the daemon never apply at the same time."""
 
     def __init__(self, path: str, timeout: float = 30.0) -> None:
-        self.path = path
-        self.timeout = timeout
-        self.fd: int | None = None
-
-    def __enter__(self) -> Lock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(self.fd)
-                    self.fd = None
-                    raise ToolFailed(f"lock {self.path} held by another fs-inject for "
-                                     f"{self.timeout:.0f} s") from None
-                time.sleep(0.1)
-
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+        super().__init__(path, timeout, "fs-inject")

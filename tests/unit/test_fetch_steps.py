@@ -522,7 +522,7 @@ def test_the_lock_waits_then_gives_up_with_one_line(tmp_path):
 
 
 def test_a_lock_file_that_cannot_be_made_says_what_to_do(tmp_path):
-    with pytest.raises(ToolFailed, match="give --lock-file a path fs-fetch can write"):
+    with pytest.raises(ToolFailed, match="give --lock-file a path it can write"):
         with system.Lock(tmp_path / "missing" / "x.lock"):
             pass
 
