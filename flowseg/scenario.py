@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,3 +88,14 @@ def inject(lab, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
         "sw", *command("fs-inject"), "-v", "--once", "--pathspace", lab.pathspace,
         "--lock-file", str(lab.tmpdir / "fs-inject.lock"), *extra, check=check,
     )
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition", every: float = 0.2):
+    """Poll predicate until it returns something true (returned), or fail the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -210,14 +210,15 @@ def write_metrics(path: str, switch: system.Switch, opts: Options, outcome: Outc
     try:
         for family in opts.families:
             saved = switch.iptables_save(family, counters=True)
-            for row in show.installed(saved, family, opts.chain):
+            rows = show.installed(saved, family, opts.chain)
+            for row in rows:
                 if row.rule in ("stateful", "?"):
                     continue
                 rule = metrics.POLICY if row.rule == "policy" else int(row.rule)
                 pair = totals.setdefault((family, rule), [0, 0])
                 pair[0] += row.packets
                 pair[1] += row.bytes
-            report.rules.setdefault(family, len(show.installed(saved, family, opts.chain)))
+            report.rules.setdefault(family, len(rows))
     except FlowsegError as exc:
         log.warning("metrics: cannot read the counters: %s", exc)
     for (family, rule), (packets, nbytes) in totals.items():

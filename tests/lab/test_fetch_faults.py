@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from flowseg import lab as flowseg_lab
+from flowseg import scenario
 from flowseg.scenario import command
 from fs_fetch import steps, system
 
@@ -96,13 +97,8 @@ def leftovers(lab) -> list[str]:
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+    # A fine poll: these cases catch an apply in the act.
+    return scenario.wait_for(predicate, timeout, what, every=0.01)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from flowseg.scenario import command, fetch, inject, load_policy
+from flowseg.scenario import command, fetch, inject, load_policy, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -27,16 +27,6 @@ def saved(lab, v6: bool = False) -> list[str]:
 def flowspec(lab) -> list[str]:
     return [ln for ln in lab.run("sw", "iptables", "-S", "FLOWSPEC").stdout.splitlines()
             if ln.startswith("-A")]
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def slides_installed(lab):

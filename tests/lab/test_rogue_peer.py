@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from flowseg.lab import Lab, split_json_stream
+from flowseg import scenario
 from flowseg.scenario import inject
 
 pytestmark = pytest.mark.lab
@@ -548,11 +549,7 @@ RESETS = [
 
 
 def wait_for(predicate, what: str, timeout: float = ROUND_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    scenario.wait_for(predicate, timeout, what, every=0.05)
 
 
 def test_route_that_resets_the_session_leaves_the_chain_in_force(lab, rogue):
