@@ -63,3 +63,34 @@ def test_redirect_is_refused_and_the_chain_kept(lab):
     assert "redirect action 'FS:redirect VRF RT:65000:100'" in res.stderr
     assert res.stderr.rstrip().endswith("FLOWSPEC kept as it was.")
     assert chain(lab) == before
+
+
+def burst(lab, n: int = 40) -> int:
+    """How many of n datagrams sent at once to 198.51.100.10 port 53 arrive."""
+    return sum(lab.probe_many([dict(proto="udp", dport=53, sport=20000 + i) for i in range(n)]))
+
+
+def rate_route(rate_hex: str) -> str:
+    return ("{ dst 198.51.100.10/32; proto 17; dport 53; } "
+            f"{{ bgp_ext_community.add((generic, 0x80060000, {rate_hex})); "
+            "bgp_ext_community.add((generic, 0x80090000, 1)); }")
+
+
+POLICY = "{ dst 0.0.0.0/0; src 0.0.0.0/0; } { bgp_ext_community.add((generic, 0x80060000, 0)); }"
+
+
+def test_a_changed_rate_is_the_rate_the_kernel_enforces(lab):
+    # The kernel keeps one hashlimit table per name, with the rate it was created with: the
+    # new rate must come with a new name, or the old limit stays in force under new text.
+    announce(lab, rate_route("0x447a0000"), POLICY)  # 1000.0 B/s
+    inject(lab, "--family", "ipv4")
+    slow = burst(lab)
+    announce(lab, rate_route("0x4b3ebc20"), POLICY)  # 12,500,000.0 B/s (100 Mbit/s)
+    assert "applied" in inject(lab, "--family", "ipv4").stderr
+    assert "rate 12500000B/s" in chain(lab)[0]
+    fast = burst(lab)
+    assert slow < 40 and fast == 40, (slow, fast)
+    # One table per rate route, one slot each (a default table is 128 KiB of kernel memory).
+    tables = lab.run("sw", "ls", "/proc/net/ipt_hashlimit").stdout.split()
+    assert len(tables) == 1, tables
+    assert "--hashlimit-htable-size 1 --hashlimit-htable-max 1" in chain(lab)[0]

@@ -194,8 +194,9 @@ def rogue(lab):
 # -- reading the switch ----------------------------------------------------------------------
 
 COUNTERS = re.compile(r" \[\d+:\d+\]$")
-# fs-inject names each rate limit's bucket after its place in the chain: no part of the match.
-BUCKET = re.compile(r" --hashlimit-name \S+")
+# A rate limit's bucket options (its name is a digest of the match and the rate, and its table
+# holds one slot): no part of the match.
+BUCKET = re.compile(r" --hashlimit-name \S+(?: --hashlimit-htable-(?:size|max) \d+)*")
 RULE = re.compile(r'^-A FLOWSPEC (?:(?P<matches>.*?) )?-m comment --comment "?flowseg '
                   r'(?P<label>.*?) [0-9a-f]{12}"? -j (?P<verdict>ACCEPT|DROP)$')
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from flowseg.errors import BadInput
 from flowseg.iptables import (
     ChainEntry,
+    parse_rule,
     read_state,
     render_chain,
     render_restore,
@@ -65,6 +67,37 @@ def test_rate_limit_becomes_hashlimit_drop_in_front_of_the_verdict():
     saved = [lines[0].replace("1000b/s --hashlimit-name", "992b/s --hashlimit-name"), *lines[1:]]
     state = read_state(saved_chain(saved), Family.V4, "FLOWSPEC", "FORWARD")
     assert render_restore(lines, state, "FLOWSPEC", "FORWARD") is None
+
+
+def bucket(line):
+    return re.search(r"--hashlimit-name (\S+)", line).group(1)
+
+
+def test_a_rate_bucket_is_named_by_the_route_and_its_rate():
+    # The kernel keeps one hashlimit table per name with the rate it was made with: a new
+    # rate under an old name would keep limiting at the old rate.
+    (rule, policy) = [e.rule for e in slides_entries()]
+    first = render_chain([ChainEntry(rule, 1000.0), policy], "FLOWSPEC")
+    again = render_chain([ChainEntry(rule, 1000.0), policy], "FLOWSPEC")
+    faster = render_chain([ChainEntry(rule, 100_000_000.0), policy], "FLOWSPEC")
+    assert bucket(first[0]) == bucket(again[0])
+    assert bucket(faster[0]) != bucket(first[0])
+    # The same route further down the chain keeps its bucket; another route has its own.
+    moved = render_chain([ChainEntry(policy, 1000.0), ChainEntry(rule, 1000.0)], "FLOWSPEC")
+    assert bucket(moved[2]) == bucket(first[0]) != bucket(moved[0])
+    for line in first[:1] + faster[:1] + moved[:1]:
+        name = bucket(line)
+        assert len(name) <= 15 and re.fullmatch(r"fs4-[0-9a-f]+", name)
+        assert "--hashlimit-htable-size 1 --hashlimit-htable-max 1" in line
+
+
+def test_the_lines_of_a_split_route_share_one_bucket():
+    rule = parse_rule("-d 198.51.100.0/24 -p tcp -m multiport --dports "
+                      + ",".join(str(p) for p in range(1, 35, 2)) + " -j ACCEPT",
+                      1, Family.V4, "FORWARD")
+    lines = render_chain([ChainEntry(rule, 5000.0)], "FLOWSPEC")
+    assert len(lines) == 4 and lines[0].endswith("-j DROP") and lines[2].endswith("-j DROP")
+    assert bucket(lines[0]) == bucket(lines[2])
 
 
 def test_show_reads_counters_and_rule_numbers():
