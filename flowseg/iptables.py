@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flowseg import model
 from flowseg.errors import BadInput, InvalidValue, UnsupportedRule
@@ -906,6 +906,8 @@ class ChainEntry:
 
     rule: FlowRule
     rate: float | None = None
+    # render_rule_args(rule), when the caller has it already (it is the slow part).
+    args: tuple[list[str], ...] | None = field(default=None, compare=False, repr=False)
 
 
 # hashlimit's table for a rate: the kernel keeps one per name, with the rate of the rule that
@@ -919,11 +921,12 @@ class ChainEntry:
 BUCKET_OPTIONS = "--hashlimit-htable-size 1 --hashlimit-htable-max 1"
 
 
-def bucket_name(rule: FlowRule, rate: int) -> str:
-    """At most 15 characters, the kernel's limit for a hashlimit name."""
-    match = "\0".join(" ".join(args) for args in render_rule_args(rule))
+def bucket_name(family: Family, args: tuple[list[str], ...], rate: int) -> str:
+    """At most 15 characters, the kernel's limit for a hashlimit name; args is the route's
+    match, render_rule_args of its rule."""
+    match = "\0".join(" ".join(words) for words in args)
     digest = hashlib.sha256(f"{match}\0{rate}".encode()).hexdigest()[:11]
-    return f"fs{rule.family.value}-{digest}"
+    return f"fs{family.value}-{digest}"
 
 
 STATEFUL = "-m conntrack --ctstate RELATED,ESTABLISHED"
@@ -950,12 +953,13 @@ def render_chain(
         label = str(rule.number)
         if rule.is_policy:
             label = "policy" if generation is None else f"policy g{generation}"
-        for args in render_rule_args(rule):
+        rendered = entry.args if entry.args is not None else tuple(render_rule_args(rule))
+        for args in rendered:
             body = " ".join(quote(a) for a in args)
             if entry.rate is not None:
                 rate = max(1, int(entry.rate))
                 limit = (f"-m hashlimit --hashlimit-above {rate}b/s --hashlimit-name "
-                         f"{bucket_name(rule, rate)} {BUCKET_OPTIONS}")
+                         f"{bucket_name(rule.family, rendered, rate)} {BUCKET_OPTIONS}")
                 rid = rule_id(chain, len(lines), f"{body} {limit}")
                 comment = quote(f"flowseg {label} rate {rate}B/s {rid}")
                 words = ["-A", chain, body, limit, "-m", "comment", "--comment", comment]
@@ -1043,5 +1047,27 @@ def render_restore(
     if not jump_same:
         out.extend(f"-D {parent} -j {chain}" for _ in state.jumps)
         out.append(f"-I {parent} 1 -j {chain}")
+    out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+SAVED_RATE = re.compile(r"--hashlimit-above \S+(?= .*--comment \"?flowseg \S+(?: g\d+)? rate (\d+)B/s)")
+
+
+def render_rollback(state: ChainState, chain: str, parent: str) -> str:
+    """iptables-restore --noflush input that puts `state` back after render_restore's change.
+
+    That change leaves the chain with the new rules and exactly one jump, first in the parent.
+    This puts back the rules as iptables-save printed them (their counters start again from
+    zero), the jumps where they were, or no chain at all if there was none. A saved rate is in
+    iptables' own units (1000b/s reads back as 992b/s); the rate the comment names goes back.
+    """
+    out = ["*filter", f"-D {parent} -j {chain}", f":{chain} - [0:0]"]
+    if state.exists:
+        out.extend(SAVED_RATE.sub(lambda m: f"--hashlimit-above {m.group(1)}b/s", line)
+                   for line in state.rules)
+        out.extend(f"-I {parent} {position} -j {chain}" for position in sorted(state.jumps))
+    else:
+        out.append(f"-X {chain}")
     out.append("COMMIT")
     return "\n".join(out) + "\n"

@@ -411,9 +411,9 @@ def receive(route: Route, family: Family) -> Received:
         for protocol, negated in protocols:
             rule = FlowRule(number, family, verdict, src, dst, protocol, comment="",
                             origin=route.describe(), protocol_negated=negated, **fields)
-            # Render once here: what iptables cannot say is refused now, with the route named.
-            render_rule_args(rule)
-            entries.append(ChainEntry(rule, rate))
+            # Rendered here, once: what iptables cannot say is refused now, with the route
+            # named, and render_chain takes the arguments from the entry.
+            entries.append(ChainEntry(rule, rate, tuple(render_rule_args(rule))))
     except InvalidValue as exc:
         raise BadRoute(f"{where}: {exc}; not installed") from None
     return Received(route, tuple(entries), sequence, actions.marking, generation, count, scopes)
