@@ -52,19 +52,13 @@ def run(argv: list[str], input: str | None = None, timeout: float = 60.0,
     if bulk:
         return _run_pipes(argv, input, timeout)
     cmd = sh.Command(argv[0])
-    proc = cmd(
-        *argv[1:],
-        _in=input,
-        _ok_code=list(range(256)),
-        _return_cmd=True,
-        _bg=True,
-        _bg_exc=False,  # the exit is handled below, not printed from sh's thread
-        _tty_out=False,
-        _decode_errors="replace",
-    )
     # A timer of our own instead of sh's _timeout, whose watcher costs 100 ms a call (and
-    # sh's wait(timeout=) can return before stdout and stderr are read in full).
+    # sh's wait(timeout=) can return before stdout and stderr are read in full). A daemon
+    # thread, and started inside the try: an exception raised from a signal handler at any
+    # point here must neither leave the tool running nor keep the process alive for the
+    # timer's length at exit (seen: a stop request 60 s late).
     expired = threading.Event()
+    proc = None
 
     def expire() -> None:
         expired.set()
@@ -72,8 +66,19 @@ def run(argv: list[str], input: str | None = None, timeout: float = 60.0,
             proc.kill()
 
     timer = threading.Timer(timeout, expire)
-    timer.start()
+    timer.daemon = True
     try:
+        proc = cmd(
+            *argv[1:],
+            _in=input,
+            _ok_code=list(range(256)),
+            _return_cmd=True,
+            _bg=True,
+            _bg_exc=False,  # the exit is handled below, not printed from sh's thread
+            _tty_out=False,
+            _decode_errors="replace",
+        )
+        timer.start()
         proc.wait()
     except sh.SignalException as exc:
         if expired.is_set():
@@ -81,6 +86,13 @@ def run(argv: list[str], input: str | None = None, timeout: float = 60.0,
         # A tool killed by a signal (iptables-restore dies of SIGFPE on some hashlimit rates).
         name = type(exc).__name__.rsplit("_", 1)[-1]
         raise ToolFailed(f"{argv[0]} was killed by {name}") from None
+    except BaseException:
+        # Interrupted from a signal handler (Ctrl-C, a stop request): the tool goes too, as
+        # subprocess.run does with the bulk ones, instead of being left running on its own.
+        if proc is not None:
+            with contextlib.suppress(Exception):
+                proc.kill()
+        raise
     finally:
         timer.cancel()
     out = proc.stdout.decode("utf-8", "replace")

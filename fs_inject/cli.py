@@ -18,8 +18,15 @@ from dataclasses import dataclass, field
 import click
 
 from flowseg import __version__, metrics
-from flowseg.errors import EXIT_CODES, BadRoute, FlowsegError
-from flowseg.iptables import check_chain_name, read_state, render_chain, render_restore
+from flowseg.errors import EXIT_CODES, ApplyFailed, BadRoute, FlowsegError
+from flowseg.iptables import (
+    ChainState,
+    check_chain_name,
+    read_state,
+    render_chain,
+    render_restore,
+    render_rollback,
+)
 from flowseg.logs import setup_logging
 from flowseg.model import Family
 from fs_inject import frr, show, system
@@ -28,7 +35,9 @@ log = logging.getLogger("fs-inject")
 
 EXIT_APPLIED = 10
 EXIT_HELP = EXIT_CODES + f"""
-With --detailed-exit, --once exits 0 when nothing changed and {EXIT_APPLIED} when it applied."""
+With --detailed-exit, --once exits 0 when nothing changed and {EXIT_APPLIED} when it applied.
+A stop request (SIGTERM, SIGINT) lets an apply under way finish; a run it stops before its
+apply, or whose iptables-restore it kills too, exits 128 + the signal (143, 130)."""
 
 
 class RouteTarget(click.ParamType):
@@ -73,6 +82,7 @@ class Plan:
     repaired: int = 0
     waiting: str | None = None
     generation: int | None = None
+    state: ChainState | None = None  # what was in force, to put back if a later family fails
 
 
 def plan_family(switch: system.Switch, family: Family, routes_text: str, opts: Options,
@@ -100,7 +110,24 @@ def plan_family(switch: system.Switch, family: Family, routes_text: str, opts: O
     repaired = 0
     if restore is not None and state.rules:
         repaired = len(set(state.rules) ^ set(lines))
-    return Plan(family, lines, restore, repaired, generation=selection.generation)
+    return Plan(family, lines, restore, repaired, generation=selection.generation, state=state)
+
+
+def read_and_plan(switch: system.Switch, family: Family, opts: Options, up: bool) -> Plan:
+    """FRR's routes as JSON, then as text to cross-check them. Routes that change between the
+    two reads make them disagree: both are read again once before the routes are refused."""
+    for attempt in (1, 2):
+        text = switch.flowspec_json(family) if up else ""
+        detail = switch.vtysh(f"show bgp {family.afi} flowspec detail", bulk=True) \
+            if up and opts.verify_text else None
+        try:
+            return plan_family(switch, family, text, opts, False, up, detail)
+        except frr.TextDisagrees:
+            if attempt == 2:
+                raise
+            log.info("IPv%d: FRR's JSON and text disagree, routes changed between the two "
+                     "reads? Reading both again", family.value)
+    raise AssertionError("unreachable")
 
 
 def session_state(switch: system.Switch, family: Family) -> bool:
@@ -134,23 +161,22 @@ def run_once(switch: system.Switch, opts: Options, from_text: str | None,
         else:
             up = session_state(switch, family)
             report.session = up if report.session is None else report.session and up
-            text = switch.flowspec_json(family) if up else ""
-            detail = switch.vtysh(f"show bgp {family.afi} flowspec detail", bulk=True) \
-                if up and opts.verify_text else None
             if not up and opts.on_session_down == "keep":
                 log.warning("IPv%d %s kept as it was until a session is back "
                             "(--on-session-down flush empties it)", family.value, opts.chain)
                 kept = True
                 continue
-        mixed = from_text is not None and len(opts.families) > 1
-        plans.append(plan_family(switch, family, text, opts, mixed, up,
-                                 detail if from_text is None else None))
+            plans.append(read_and_plan(switch, family, opts, up))
+            continue
+        mixed = len(opts.families) > 1
+        plans.append(plan_family(switch, family, text, opts, mixed, up))
     if opts.dry_run:
         for p in plans:
             wait = f"# waiting: {p.waiting}\n" if p.waiting else ""
             sys.stdout.write(f"# IPv{p.family.value}\n{wait}{p.restore or ''}")
         return Outcome.UNCHANGED
     changed = waiting = False
+    applied: list[Plan] = []
     for p in plans:
         if p.generation is not None:
             report.generation = p.generation
@@ -164,7 +190,11 @@ def run_once(switch: system.Switch, opts: Options, from_text: str | None,
             log.info("IPv%d %s unchanged (%d rules): nothing written",
                      p.family.value, opts.chain, len(p.lines))
             continue
-        switch.iptables_restore(p.family, p.restore)
+        try:
+            switch.iptables_restore(p.family, p.restore)
+        except FlowsegError as exc:
+            raise put_back(switch, applied, p, opts, exc) from None
+        applied.append(p)
         if p.repaired:
             log.warning("applied IPv%d %s: %d rules (%d rules differed from the routes, "
                         "edited by hand or a new policy)", p.family.value, opts.chain,
@@ -179,18 +209,124 @@ def run_once(switch: system.Switch, opts: Options, from_text: str | None,
     return Outcome.KEPT if kept else Outcome.UNCHANGED
 
 
-class Signals:
-    """SIGTERM/SIGINT: stop between applies, never in the middle; SIGHUP: poll now."""
+class PartlyApplied(ApplyFailed):
+    """A family's apply failed after another family's, and putting that one back failed too."""
 
-    def __init__(self) -> None:
-        self.stop = False
+    kept = False
+
+
+def put_back(switch: system.Switch, applied: list[Plan], failed: Plan, opts: Options,
+             exc: FlowsegError) -> FlowsegError:
+    """Undo the families this run already applied, so that no family enforces a policy the
+    others do not: the switch keeps the whole policy that was in force, or says it could not.
+
+    An iptables-restore killed by a signal may have died after the kernel took its
+    transaction: the failed family is read again, and if it holds the new chain whole, the
+    others keep theirs too.
+    """
+    if not applied:
+        return exc
+    try:
+        now = read_state(switch.iptables_save(failed.family), failed.family, opts.chain,
+                         opts.parent)
+    except FlowsegError:
+        now = None
+    if now is not None and render_restore(failed.lines, now, opts.chain, opts.parent,
+                                          failed.family) is None:
+        log.warning("IPv%d %s holds the new policy all the same (%d rules)",
+                    failed.family.value, opts.chain, len(failed.lines))
+        whole = type(exc)(f"{str(exc).rstrip('.')}; all the same every family's {opts.chain} "
+                          "holds the new policy")
+        whole.kept = False
+        return whole
+    done = []
+    for p in reversed(applied):
+        assert p.state is not None
+        try:
+            switch.iptables_restore(p.family, render_rollback(p.state, opts.chain, opts.parent))
+        except FlowsegError as again:
+            return PartlyApplied(
+                f"{str(exc).rstrip('.')}; putting IPv{p.family.value} {opts.chain} back failed "
+                f"too ({str(again).rstrip('.')}): IPv{p.family.value} enforces the new policy "
+                "and the failed family the old one until a run succeeds")
+        log.warning("put IPv%d %s back as it was (%d rules): IPv%d could not be applied",
+                    p.family.value, opts.chain, len(p.state.rules), failed.family.value)
+        done.append(f"IPv{p.family.value}")
+    return type(exc)(f"{str(exc).rstrip('.')}; {' and '.join(done)} {opts.chain} put back "
+                     "as it was")
+
+
+class Signals:
+    """Stop requests never cut an apply in two; SIGHUP makes the daemon poll now.
+
+    Stop requests: SIGTERM and SIGINT, and with --once SIGHUP too (as fs-fetch). Before a run's
+    first iptables-restore starts nothing has been written, and the run stops at once (Stopped,
+    raised from the handler; the tool being waited for is killed). From then on the request is
+    only noted: every family's transaction of the run goes through, then the command stops.
+    When the request reached iptables-restore too (a signal to the whole process group) and it
+    died of it, the kernel took that family's transaction whole or not at all: the chain in
+    force is the old one or the complete new one, and the next run checks and repairs it.
+    Between runs the daemon stops at once.
+    """
+
+    IDLE, READING, APPLYING = "idle", "reading", "applying"
+
+    class Stopped(BaseException):
+        """A stop request before the run wrote anything. A BaseException, like
+        KeyboardInterrupt, so that no `except Exception` takes it for a failure."""
+
+        def __init__(self, signum: int) -> None:
+            super().__init__(signum)
+            self.signum = signum
+
+    def __init__(self, switch: system.Switch | None = None, once: bool = False) -> None:
+        self.stop: int | None = None  # the first stop request's signal number
         self.poll_now = False
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGHUP, self._hup)
+        self.phase = self.IDLE
+        self.applying: list[Family] = []  # the families whose iptables-restore started this run
+        self.current: Family | None = None  # the family whose iptables-restore runs now
+        # The family being applied when a stop request came (None: it came outside an apply),
+        # and the error of its iptables-restore if the request killed it too.
+        self.under_way: Family | None = None
+        self.cut_by: FlowsegError | None = None
+        if switch is not None:
+            switch.before_apply, switch.after_apply = self._applying, self._applied
+        for sig in (signal.SIGTERM, signal.SIGINT, *((signal.SIGHUP,) if once else ())):
+            signal.signal(sig, self._stop)
+        if not once:
+            signal.signal(signal.SIGHUP, self._hup)
+
+    def __enter__(self) -> Signals:
+        """One run: from here to the first iptables-restore a stop request stops it at once."""
+        self.applying, self.current, self.under_way, self.cut_by = [], None, None, None
+        self.phase = self.READING
+        if self.stop is not None:
+            self.phase = self.IDLE
+            raise self.Stopped(self.stop)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.phase = self.IDLE
+
+    def _applying(self, family: Family) -> None:
+        self.phase = self.APPLYING
+        self.applying.append(family)
+        self.current = family
+
+    def _applied(self, family: Family, error: FlowsegError | None) -> None:
+        if error is not None and self.under_way is family and self.current is family \
+                and self.cut_by is None:
+            self.cut_by = error
+        self.current = None
 
     def _stop(self, signum, frame) -> None:
-        self.stop = True
+        if self.stop is None:
+            self.stop = signum
+        if self.phase == self.READING:
+            self.phase = self.IDLE
+            raise self.Stopped(signum)
+        if self.phase == self.APPLYING and self.under_way is None:
+            self.under_way = self.current if self.current is not None else self.applying[-1]
 
     def _hup(self, signum, frame) -> None:
         self.poll_now = True
@@ -200,6 +336,38 @@ class Signals:
         while not self.stop and not self.poll_now and time.monotonic() < deadline:
             time.sleep(min(0.1, seconds))
         self.poll_now = False
+
+    @property
+    def during_apply(self) -> bool:
+        return self.under_way is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.stop).name if self.stop is not None else "a signal"
+
+    def finished_line(self, chain: str) -> str:
+        """The apply went through although a stop request came in its middle."""
+        families = " and ".join(f"IPv{f.value}" for f in dict.fromkeys(self.applying))
+        return (f"got {self.name} while applying IPv{self.under_way.value} {chain}: finished "
+                f"the apply first ({families} {chain} complete); stopping now")
+
+    def cut_line(self, exc: FlowsegError, chain: str, families: tuple[Family, ...]) -> str:
+        """The stop request killed the iptables-restore under way too: what the chains hold.
+        The families before it are in the error's own words (run_once puts them back)."""
+        cut = self.under_way
+        rest = " and ".join(f"IPv{f.value}" for f in families[families.index(cut) + 1:]) \
+            if cut in families else ""
+        rest = f"; {rest} {chain} not touched" if rest else ""
+        return (f"stopped by {self.name} in the middle of the IPv{cut.value} apply "
+                f"({str(exc).rstrip('.')}): IPv{cut.value} {chain} is the old chain or the "
+                f"complete new one, never half{rest}. The next run checks {chain} and "
+                "repairs it.")
+
+    @property
+    def cut(self) -> bool:
+        """The run failed because the stop request killed the iptables-restore under way (a
+        refusal is iptables-restore's own answer, reported as such, and is not this)."""
+        return self.cut_by is not None
 
 
 def write_metrics(path: str, switch: system.Switch, opts: Options, outcome: Outcome | None,
@@ -241,6 +409,8 @@ def write_metrics(path: str, switch: system.Switch, opts: Options, outcome: Outc
 
 
 def error_line(exc: FlowsegError, chain: str) -> str:
+    if not getattr(exc, "kept", True):
+        return f"fs-inject: {str(exc).rstrip('.')}; run fs-inject again once it is fixed."
     return f"fs-inject: {str(exc).rstrip('.')}. {chain} kept as it was."
 
 
@@ -313,51 +483,76 @@ def main(once, interval, pathspace, family, chain, parent, stateful, on_session_
     from_text = from_file.read() if from_file is not None else None
     if once or dry_run or from_text is not None:
         report = Report()
+        # A dry run writes nothing: the usual signal behaviour is right for it.
+        signals = Signals(switch, once=True) if not dry_run else None
         try:
             if dry_run:
                 outcome = run_once(switch, opts, from_text, report)
             else:
-                with system.Lock(lock_file, lock_timeout):
+                with signals, system.Lock(lock_file, lock_timeout):
                     outcome = run_once(switch, opts, from_text, report)
+        except Signals.Stopped as stop:
+            click.echo(f"fs-inject: stopped by {signal.Signals(stop.signum).name} before "
+                       f"applying anything. {chain} kept as it was.", err=True)
+            sys.exit(128 + stop.signum)
         except FlowsegError as exc:
             if debug:
                 log.exception("failed")
-            click.echo(error_line(exc, chain), err=True)
+            cut = signals is not None and signals.cut
+            click.echo("fs-inject: " + signals.cut_line(exc, chain, families) if cut
+                       else error_line(exc, chain), err=True)
             if metrics_file and not dry_run:
                 write_metrics(metrics_file, switch, opts, None, report,
                               int(isinstance(exc, BadRoute)))
-            sys.exit(exc.exit_code)
+            sys.exit(128 + signals.stop if cut else exc.exit_code)
+        if signals is not None and signals.during_apply:
+            # The run did all it had to: 0 (or 10), as fs-fetch exits 0 after an apply it
+            # finished despite a stop request.
+            log.warning("%s", signals.finished_line(chain))
         if metrics_file and not dry_run:
             write_metrics(metrics_file, switch, opts, outcome, report, 0)
         if detailed_exit and outcome is Outcome.APPLIED:
             sys.exit(EXIT_APPLIED)
         return
 
-    signals = Signals()
+    signals = Signals(switch)
     log.info("polling FRR every %g s", interval)
     waiting_since: float | None = None
-    while not signals.stop:
-        report = Report()
-        outcome = None
-        refused = 0
-        try:
-            with system.Lock(lock_file, lock_timeout):
-                outcome = run_once(switch, opts, None, report)
-            if outcome is not Outcome.WAITING:
-                waiting_since = None
-            elif waiting_since is None:
-                waiting_since = time.monotonic()
-            elif time.monotonic() - waiting_since > generation_timeout:
-                log.error("a new policy has been arriving for %.0f s and is still incomplete; "
-                          "the switch enforces the previous one (check the controller's BGP "
-                          "sessions and BIRD's export filters)", time.monotonic() - waiting_since)
-        except FlowsegError as exc:
-            refused = int(isinstance(exc, BadRoute))
-            log.error("%s", error_line(exc, chain).removeprefix("fs-inject: ")
-                      + f" Retrying in {interval:g} s.")
-        if metrics_file:
-            write_metrics(metrics_file, switch, opts, outcome, report, refused)
-        signals.sleep(interval)
+    try:
+        while not signals.stop:
+            report = Report()
+            outcome = None
+            refused = 0
+            try:
+                with signals, system.Lock(lock_file, lock_timeout):
+                    outcome = run_once(switch, opts, None, report)
+                if signals.during_apply:
+                    log.warning("%s", signals.finished_line(chain))
+                if outcome is not Outcome.WAITING:
+                    waiting_since = None
+                elif waiting_since is None:
+                    waiting_since = time.monotonic()
+                elif time.monotonic() - waiting_since > generation_timeout:
+                    log.error("a new policy has been arriving for %.0f s and is still "
+                              "incomplete; the switch enforces the previous one (check the "
+                              "controller's BGP sessions and BIRD's export filters)",
+                              time.monotonic() - waiting_since)
+            except FlowsegError as exc:
+                if signals.cut:
+                    log.error("%s", signals.cut_line(exc, chain, families))
+                    if metrics_file:
+                        write_metrics(metrics_file, switch, opts, None, report, 0)
+                    sys.exit(128 + signals.stop)
+                refused = int(isinstance(exc, BadRoute))
+                retry = f" Retrying in {interval:g} s." if not signals.stop else ""
+                log.error("%s", error_line(exc, chain).removeprefix("fs-inject: ") + retry)
+            if metrics_file:
+                write_metrics(metrics_file, switch, opts, outcome, report, refused)
+            signals.sleep(interval)
+    except Signals.Stopped as stop:
+        log.info("stopping on %s before applying anything; %s kept as it was",
+                 signal.Signals(stop.signum).name, chain)
+        return
     log.info("stopping on signal")
 
 

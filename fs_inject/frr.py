@@ -584,5 +584,10 @@ def verify_against_text(routes: list[Route], text: str) -> None:
         return
     extra = [sig for sig in from_text if sig not in from_json]
     what = " ".join(f"{k} {v}" for k, v in extra[0]) if extra else "a route"
-    raise BadRoute(f"route '{what}': FRR's text shows components its JSON leaves out "
-                   "(a repeated component?); not installed")
+    raise TextDisagrees(f"route '{what}': FRR's text shows components its JSON leaves out "
+                        "(a repeated component?); not installed")
+
+
+class TextDisagrees(BadRoute):
+    """FRR's text and JSON dumps show different routes: a repeated component, or routes that
+    changed between the two reads (the caller reads both again once before refusing)."""

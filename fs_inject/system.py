@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flowseg.lock import FileLock
@@ -45,6 +46,13 @@ class Switch:
         self.pathspace = pathspace
         self.wait = wait
         self._backend = backend if backend != "auto" else None
+        # Told of each iptables-restore: before_apply(family) just before it starts, then
+        # after_apply(family, error), error being the ToolFailed of an iptables-restore that
+        # did not run to its end (killed by a signal, timed out), else None. The CLI's signal
+        # handling (fs_inject.cli.Signals) tells from them a stop request in the middle of an
+        # apply from one that came before anything was written, or one that killed it.
+        self.before_apply: Callable[[Family], None] | None = None
+        self.after_apply: Callable[[Family, ToolFailed | None], None] | None = None
 
     # -- FRR --------------------------------------------------------------------------------
 
@@ -90,13 +98,34 @@ class Switch:
 
     def iptables_restore(self, family: Family, text: str) -> None:
         prog = self._prog(family, "restore")
+        if self.before_apply is not None:
+            self.before_apply(family)
         # --wait: another writer holding the xtables lock delays us instead of failing us.
-        res = run([prog, "--noflush", "--wait", str(self.wait)], input=text, bulk=True)
+        try:
+            res = run([prog, "--noflush", "--wait", str(self.wait)], input=text, bulk=True)
+        except ToolFailed as exc:
+            if self.after_apply is not None:
+                self.after_apply(family, exc)
+            raise
+        if self.after_apply is not None:
+            self.after_apply(family, None)
         if res.exit_code != 0:
-            why = " ".join(ln.strip() for ln in res.stderr.splitlines() if ln.strip()
-                           and not ln.startswith(("Error occurred at line", "Try "))) \
-                or res.first_error_line()
-            raise ApplyFailed(f"{prog} refused {failed_rule(text, res.stderr)}: {why[:200]}")
+            why = restore_errors(res.stderr) or res.first_error_line()
+            raise ApplyFailed(f"{prog} refused {failed_rule(text, res.stderr)}: {why}")
+
+
+def restore_errors(stderr: str) -> str:
+    """iptables-restore's complaint in one line: its first error, how many more, and a hint
+    where the cause is outside fs-inject."""
+    lines = [re.sub(r"^\S+ v[\d.]+ \([^)]*\):\s*", "", ln.strip()) for ln in stderr.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(("Error occurred at line", "Try "))]
+    if not lines:
+        return ""
+    why = lines[0][:160] + (f" (and {len(lines) - 1} more errors)" if len(lines) > 1 else "")
+    if "Operation not permitted" in stderr:
+        why += ("; the kernel said no: another program may own the table (`nft list tables` "
+                "shows flags owner), or CAP_NET_ADMIN is missing")
+    return why
 
 
 def failed_rule(text: str, stderr: str) -> str:

@@ -11,11 +11,20 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
-from flowseg.scenario import command, fetch, inject, load_policy, wait_for
+from flowseg.scenario import (
+    RICH_PROBES,
+    command,
+    fetch,
+    inject,
+    load_policy,
+    reset_policy,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -215,3 +224,95 @@ def test_sigkill_in_the_middle_of_an_apply_leaves_old_or_new_never_half(lab):
     # The next run converges without help.
     inject(lab, "--family", "ipv4")
     assert len(flowspec(lab)) == 3001
+
+
+def ip6_filter(lab) -> subprocess.CompletedProcess:
+    return lab.run("sw", "nft", "list", "table", "ip6", "filter", check=False)
+
+
+def test_a_family_the_kernel_refuses_puts_the_other_back(lab):
+    # Another program owns the switch's IPv6 filter table (nftables' "flags owner": the kernel
+    # lets only the netlink socket that made it change it), so the kernel refuses
+    # ip6tables-restore's transaction (EPERM) after IPv4's new chain has gone in.
+    load_policy(lab, "slides.sh")
+    fetch(lab)
+    lab.wait_frr_routes(4, 2)
+    owner = subprocess.Popen(["ip", "netns", "exec", lab.sw, "nft", "-i"], text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        owner.stdin.write("add table ip6 filter { flags owner; }\n"
+                          "add chain ip6 filter FORWARD { type filter hook forward priority 0; "
+                          "policy accept; }\n")
+        owner.stdin.flush()
+        wait_for(lambda: "flags owner" in ip6_filter(lab).stdout, what="an owned ip6 table")
+        inject(lab, "--family", "ipv4")
+        before4, before6 = saved(lab), ip6_filter(lab).stdout
+
+        # The new policy, both families: IPv4 goes in, then IPv6 is refused.
+        reset_policy(lab)
+        load_policy(lab, "rich.sh")
+        load_policy(lab, "rich6.sh", v6=True)
+        fetch(lab)
+        lab.wait_frr_routes(4, 12)
+        lab.wait_frr_routes(6, 4)
+        res = inject(lab, check=False)
+        assert res.returncode == 6, res.stderr
+        errors = [ln for ln in res.stderr.splitlines()
+                  if re.match(r"fs-inject: (?!(DEBUG|INFO|WARNING|ERROR) )", ln)]
+        assert len(errors) == 1, res.stderr
+        assert errors[0].startswith(
+            "fs-inject: ip6tables-nft-restore refused line 2 (:FLOWSPEC - [0:0]): line 2: "
+            "CHAIN_USER_ADD failed (Operation not permitted): chain FLOWSPEC (and 5 more "
+            "errors); the kernel said no: another program may own the table"), errors
+        assert errors[0].endswith("; IPv4 FLOWSPEC put back as it was. FLOWSPEC kept as it was.")
+        assert "applied IPv4 FLOWSPEC: 12 rules" in res.stderr
+        assert "put IPv4 FLOWSPEC back as it was (2 rules): IPv6 could not be applied" in res.stderr
+        # Both families as they were: the old policy, enforced (rich.sh accepts this one).
+        assert saved(lab) == before4
+        assert ip6_filter(lab).stdout == before6
+        assert not lab.probe("tcp", dport=8081)
+    finally:
+        owner.stdin.close()
+        owner.wait(timeout=10)
+    # The owner gone (its table goes with it), the next run installs both families.
+    wait_for(lambda: ip6_filter(lab).returncode != 0, what="the owned table gone")
+    inject(lab)
+    got = lab.probe_many([p for p, _, _ in RICH_PROBES])
+    assert [(why, g) for (_, _, why), g in zip(RICH_PROBES, got)] == [
+        (why, want) for _, want, why in RICH_PROBES]
+
+
+
+APPLY = """
+import sys
+from flowseg.errors import FlowsegError
+from flowseg.model import Family
+from fs_inject.system import Switch
+try:
+    Switch(None, "auto").iptables_restore(Family.V4, sys.stdin.read())
+except FlowsegError as exc:
+    print(exc)
+    sys.exit(exc.exit_code)
+"""
+
+
+def test_a_rule_the_kernel_refuses_mid_transaction_changes_nothing(lab):
+    # iptables accepts a hashlimit of 2^35 B/s and the kernel refuses it (EINVAL, measured on
+    # 6.18). fs-inject never writes one (it refuses rates above 4e9 B/s), so the rule is put
+    # in the middle of a 3,001-rule transaction here, applied by fs-inject's own apply code.
+    before = slides_installed(lab)
+    rules = [f"-A FLOWSPEC -d 198.51.100.10/32 -p tcp -m tcp --dport {1000 + n} -j ACCEPT"
+             for n in range(1, 3001)]
+    rules.insert(1500, "-A FLOWSPEC -d 198.51.100.10/32 -m hashlimit --hashlimit-above "
+                       "34359738368b/s --hashlimit-name fs4-kernel -m comment --comment "
+                       '"flowseg 1501 rate 34359738368B/s" -j DROP')
+    text = "*filter\n:FLOWSPEC - [0:0]\n" + "\n".join(rules) + "\nCOMMIT\n"
+    res = lab.run("sw", sys.executable, "-c", APPLY, input=text, check=False)
+    assert res.returncode == 6, (res.stdout, res.stderr)
+    assert res.stdout.startswith("iptables-nft-restore refused line 1503 (flowseg 1501 rate "
+                                 "34359738368B/s): line 1503: RULE_APPEND failed (Invalid "
+                                 "argument)"), res.stdout
+    # The transaction is refused whole: not one of the 1,500 rules in front of it went in.
+    assert saved(lab) == before
+    assert "unchanged" in inject(lab).stderr

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from flowseg.errors import BadInput
+from flowseg.errors import ApplyFailed, BadInput
 from flowseg.iptables import (
     ChainEntry,
+    ChainState,
     parse_rule,
     read_state,
     render_chain,
     render_restore,
+    render_rollback,
     split_families,
 )
 from flowseg.model import Family
@@ -67,6 +69,20 @@ def test_rate_limit_becomes_hashlimit_drop_in_front_of_the_verdict():
     saved = [lines[0].replace("1000b/s --hashlimit-name", "992b/s --hashlimit-name"), *lines[1:]]
     state = read_state(saved_chain(saved), Family.V4, "FLOWSPEC", "FORWARD")
     assert render_restore(lines, state, "FLOWSPEC", "FORWARD") is None
+
+
+def test_rollback_puts_back_the_saved_chain_its_jumps_and_exact_rates():
+    lines = render_chain([ChainEntry(e.rule, 1000.0) for e in slides_entries()], "FLOWSPEC")
+    saved = [ln.replace("1000b/s", "992b/s") for ln in lines]
+    state = ChainState(True, tuple(saved), (2, 5))
+    text = render_rollback(state, "FLOWSPEC", "FORWARD").splitlines()
+    assert text[:3] == ["*filter", "-D FORWARD -j FLOWSPEC", ":FLOWSPEC - [0:0]"]
+    # The rate the comment names goes back, not iptables' rounding of it.
+    assert text[3:-3] == lines
+    assert text[-3:] == ["-I FORWARD 2 -j FLOWSPEC", "-I FORWARD 5 -j FLOWSPEC", "COMMIT"]
+    # No chain before: the chain goes, with the jump to it.
+    assert render_rollback(ChainState(False, (), ()), "FLOWSPEC", "FORWARD").splitlines() == [
+        "*filter", "-D FORWARD -j FLOWSPEC", ":FLOWSPEC - [0:0]", "-X FLOWSPEC", "COMMIT"]
 
 
 def bucket(line):
@@ -177,3 +193,98 @@ def test_every_action_from_the_capture(family):
             continue
         (entry,) = frr.receive(route, family).entries
         assert (entry.rule.verdict.value, entry.rate) == want
+
+
+class RefusingSwitch(system.Switch):
+    """A switch whose iptables-restore takes the first `works` transactions and refuses the
+    rest: the control flow of putting a family back, without root."""
+
+    def __init__(self, works: int, saved: dict[Family, str]) -> None:
+        super().__init__(None, "nft")
+        self.works, self.saved, self.sent = works, saved, []
+
+    def iptables_save(self, family, counters=False):
+        return self.saved[family]
+
+    def iptables_restore(self, family, text):
+        self.sent.append((family, text))
+        if len(self.sent) > self.works:
+            raise ApplyFailed(f"ip{'6' if family is Family.V6 else ''}tables-restore refused "
+                              "the transaction: no")
+
+
+def plans_for_both():
+    from fs_inject.cli import Plan
+    empty = read_state("", Family.V4, "FLOWSPEC", "FORWARD")
+    lines = render_chain(slides_entries(), "FLOWSPEC")
+    return [Plan(f, lines, "*filter\nCOMMIT\n", state=empty) for f in (Family.V4, Family.V6)]
+
+
+def test_a_refused_family_puts_the_applied_one_back_or_says_it_could_not():
+    from fs_inject.cli import Options, error_line, put_back
+    opts = Options((Family.V4, Family.V6), "FLOWSPEC", "FORWARD", False, "keep", False)
+    v4, v6 = plans_for_both()
+    switch = RefusingSwitch(works=2, saved={Family.V6: ""})
+    exc = put_back(switch, [v4], v6, opts, ApplyFailed("ip6tables-restore refused it: no"))
+    assert switch.sent == [(Family.V4, render_rollback(v4.state, "FLOWSPEC", "FORWARD"))]
+    assert error_line(exc, "FLOWSPEC") == (
+        "fs-inject: ip6tables-restore refused it: no; IPv4 FLOWSPEC put back as it was. "
+        "FLOWSPEC kept as it was.")
+    # Putting back fails too: the line says which family enforces what.
+    switch = RefusingSwitch(works=0, saved={Family.V6: ""})
+    exc = put_back(switch, [v4], v6, opts, ApplyFailed("ip6tables-restore refused it: no"))
+    assert isinstance(exc, ApplyFailed) and exc.exit_code == 6
+    assert error_line(exc, "FLOWSPEC") == (
+        "fs-inject: ip6tables-restore refused it: no; putting IPv4 FLOWSPEC back failed too "
+        "(iptables-restore refused the transaction: no): IPv4 enforces the new policy and the "
+        "failed family the old one until a run succeeds; run fs-inject again once it is fixed.")
+
+
+def test_a_family_that_took_its_chain_after_all_is_not_put_back():
+    # iptables-restore killed by a signal after the kernel took the transaction.
+    from fs_inject.cli import Options, error_line, put_back
+    opts = Options((Family.V4, Family.V6), "FLOWSPEC", "FORWARD", False, "keep", False)
+    v4, v6 = plans_for_both()
+    switch = RefusingSwitch(works=5, saved={Family.V4: saved_chain(v4.lines)})
+    exc = put_back(switch, [v6], v4, opts, ApplyFailed("iptables-restore was killed by SIGTERM"))
+    assert switch.sent == []
+    assert error_line(exc, "FLOWSPEC") == (
+        "fs-inject: iptables-restore was killed by SIGTERM; all the same every family's "
+        "FLOWSPEC holds the new policy; run fs-inject again once it is fixed.")
+
+
+ROGUE = FIX / "rogue"
+
+
+class ChangingSwitch(system.Switch):
+    """FRR's dumps as captured, except that the first text dump misses the last route: the
+    routes changed between the JSON read and the text read."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "nft")
+        self.texts = 0
+
+    def flowspec_json(self, family):
+        return (ROGUE / "exact.vtysh-flowspec-v6.json").read_text()
+
+    def vtysh(self, command, bulk=False):
+        assert command == "show bgp ipv6 flowspec detail"
+        self.texts += 1
+        text = (ROGUE / "exact.vtysh-flowspec-v6.txt").read_text()
+        return text if self.texts > 1 else text.rsplit("BGP flowspec entry:", 1)[0]
+
+    def iptables_save(self, family, counters=False):
+        return ""
+
+
+def test_json_and_text_that_disagree_are_read_again_once():
+    from fs_inject.cli import Options, read_and_plan
+    opts = Options((Family.V6,), "FLOWSPEC", "FORWARD", False, "keep", False)
+    switch = ChangingSwitch()
+    plan = read_and_plan(switch, Family.V6, opts, True)
+    assert switch.texts == 2 and plan.restore is not None
+    # A disagreement that stays is refused.
+    switch.texts = -10
+    with pytest.raises(frr.TextDisagrees, match="JSON leaves out"):
+        read_and_plan(switch, Family.V6, opts, True)
+    assert switch.texts == -8
