@@ -565,6 +565,8 @@ def route_json(route: FlowRule, chain: str, stamps: Stamps | None = None) -> dic
 
 def _inert(text: str) -> str:
     """Text safe inside a BIRD `#` comment: one line of printable characters."""
+    if text.isprintable():
+        return text
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 

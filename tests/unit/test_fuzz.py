@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowseg.errors import FlowsegError
-from flowseg.iptables import parse_policy, render_chain, split_families
+from flowseg.iptables import parse_policy, render_chain, split_args, split_families
 from flowseg.model import Family
 from fs_inject import frr
 
@@ -131,3 +133,17 @@ def test_iptables_save_parser(rules, policy):
             parse_policy(table, "FORWARD")
     except FlowsegError:
         pass
+
+
+@fuzz
+@given(st.text(alphabet=st.characters(max_codepoint=0x2030), max_size=60)
+       | st.lists(RULE_WORDS, max_size=12).map(" ".join))
+def test_the_fast_word_split_is_shlex(text):
+    # split_args skips shlex for lines without quoting: it must give shlex's words, always.
+    try:
+        want = shlex.split(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            split_args(text)
+        return
+    assert split_args(text) == want
