@@ -35,6 +35,7 @@ STAGES = [
     ("iptables-restore", "floor", "the same chain, onto a switch without it"),
     ("fs-inject own work", "derived", "fs-inject - vtysh dump - iptables-restore"),
     ("fs-inject unchanged", "command", "a second fs-inject --once: nothing to write"),
+    ("daemon unchanged poll", "in-process", "a polling fs-inject's next poll: same routes"),
     ("iptables-save (sw)", "info", "the switch's filter table with the chain in it"),
     ("inject: parse", "in-process", "vtysh JSON to FlowRules"),
     ("inject: render", "in-process", "FlowRules to the chain's lines"),
@@ -116,6 +117,12 @@ def targets(data: dict) -> list[dict]:
         add("unchanged poll <= 1.1 x vtysh dump", poll / vtysh, 1.10, "ratio",
             f"{poll * 1000:,.0f} ms against {vtysh * 1000:,.0f} ms",
             f"everything after the dump: {why}")
+    daemon = m("daemon unchanged poll")
+    if None not in (daemon, vtysh):
+        add("unchanged poll <= 1.1 x vtysh dump (the polling daemon)", daemon / vtysh, 1.10,
+            "ratio", f"{daemon * 1000:,.0f} ms against {vtysh * 1000:,.0f} ms",
+            f"its reads: iptables-save (sw) {(m('iptables-save (sw)') or 0) * 1000:,.0f} ms, "
+            "the text dump for --verify-text and the session summary beside the JSON dump")
     if None not in (fetch, save, conf):
         why = parts([("python start + imports", start_fetch), ("parse", m("fetch: parse")),
                      ("render", m("fetch: render")), ("bird -p", m("bird -p"))])

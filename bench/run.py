@@ -275,6 +275,21 @@ def bird_check_conf(lab: Lab) -> Path:
     return main
 
 
+# A polling fs-inject's poll when FRR's routes have not changed: the daemon's loop body
+# (fs_inject.cli.run_once with its cache), timed in the process after a first poll.
+DAEMON_POLL = """
+import sys, time
+from flowseg.model import Family
+from fs_inject import cli, system
+opts = cli.Options((Family.V4,), "FLOWSPEC", "FORWARD", False, "keep", False)
+switch, cache = system.Switch(sys.argv[1], "auto"), {}
+cli.run_once(switch, opts, None, None, cache)
+begin = time.perf_counter()
+outcome = cli.run_once(switch, opts, None, None, cache)
+print(time.perf_counter() - begin, outcome.value)
+"""
+
+
 def pipeline_rep(
     res: Results, size: int, text: str, rep: int, naive_max: int, wrapped: bool
 ) -> dict:
@@ -301,6 +316,11 @@ def pipeline_rep(
 
         before = lab.iptables_save("sw")
         res.add_run("fs-inject unchanged", size, timed(in_ns(lab, "sw", *inject)).check())
+        poll = timed(in_ns(lab, "sw", sys.executable, "-c", DAEMON_POLL, lab.pathspace)).check()
+        seconds, outcome = poll.stdout.split()
+        res.add("daemon unchanged poll", size, float(seconds))
+        if outcome != "unchanged":
+            res.notes.append(f"{size} rules: the daemon's second poll was {outcome}")
         after = lab.iptables_save("sw")
         strip = lambda t: [ln for ln in t.splitlines() if not ln.startswith("#")]  # noqa: E731
         if strip(before) != strip(after):

@@ -8,6 +8,7 @@ transaction per family. When anything cannot be read or applied, the chain in fo
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import re
 import signal
@@ -85,20 +86,53 @@ class Plan:
     state: ChainState | None = None  # what was in force, to put back if a later family fails
 
 
-def plan_family(switch: system.Switch, family: Family, routes_text: str, opts: Options,
-                mixed: bool, session_up: bool, detail_text: str | None = None) -> Plan:
-    routes = frr.read_family(routes_text, family, mixed=mixed) if session_up else []
+@dataclass(frozen=True)
+class Wanted:
+    """The chain one family's routes make, and the log line that says what was read."""
+
+    lines: list[str]
+    generation: int | None
+    summary: str
+
+
+# The parts of FRR's dumps that change while the routes do not: each route's age.
+ROUTE_AGE_JSON = re.compile(r'"time":"[^"\\]*"')
+ROUTE_AGE_TEXT = re.compile(r"^\treceived for .*$", re.MULTILINE)
+
+
+def dump_key(family: Family, routes_text: str, detail_text: str | None) -> str:
+    """A digest of what the chain is made from: the dumps without the routes' ages (which
+    nothing reads), so that equal keys make equal chains."""
+    digest = hashlib.sha256(f"IPv{family.value}\0".encode())
+    digest.update(ROUTE_AGE_JSON.sub('"time":""', routes_text).encode())
     if detail_text is not None:
-        frr.verify_against_text([r.route for r in routes], detail_text)
-    selection = frr.select(routes, opts.scopes)
-    if selection.waiting:
-        return Plan(family, [], None, waiting=selection.waiting)
-    lines = render_chain(selection.entries, opts.chain, stateful=opts.stateful,
-                         generation=selection.generation)
-    gen = f", generation {selection.generation}" if selection.generation is not None else ""
-    scope = f", {selection.out_of_scope} out of scope" if selection.out_of_scope else ""
-    log.info("read %d flowspec routes for IPv%d%s%s: %d rules", selection.received,
-             family.value, gen, scope, len(lines))
+        digest.update(b"\0" + ROUTE_AGE_TEXT.sub("", detail_text).encode())
+    return digest.hexdigest()
+
+
+def plan_family(switch: system.Switch, family: Family, routes_text: str, opts: Options,
+                mixed: bool, session_up: bool, detail_text: str | None = None,
+                cache: dict | None = None) -> Plan:
+    """The chain FRR's routes make and the iptables-restore input that installs it.
+
+    cache (the daemon's, one entry per family) keeps the last chain made and the key of the
+    dumps it was made from: when FRR's routes have not changed since, parsing and rendering
+    them again (most of an unchanged poll) is skipped. The chain in force is compared as
+    always.
+    """
+    key = dump_key(family, routes_text, detail_text) if cache is not None else None
+    hit = cache.get(family) if cache is not None else None
+    if hit is not None and hit[0] == key:
+        wanted = hit[1]
+        log.info("%s (FRR's routes as at the last poll)", wanted.summary)
+    else:
+        wanted = make_chain(family, routes_text, opts, mixed, session_up, detail_text)
+        if isinstance(wanted, str):
+            return Plan(family, [], None, waiting=wanted)
+        log.info("%s", wanted.summary)
+        if cache is not None:
+            cache[family] = (key, wanted)
+    lines = wanted.lines
     if log.isEnabledFor(logging.DEBUG):
         for line in lines:
             log.debug("wanted: %s", line)
@@ -110,10 +144,29 @@ def plan_family(switch: system.Switch, family: Family, routes_text: str, opts: O
     repaired = 0
     if restore is not None and state.rules:
         repaired = len(set(state.rules) ^ set(lines))
-    return Plan(family, lines, restore, repaired, generation=selection.generation, state=state)
+    return Plan(family, lines, restore, repaired, generation=wanted.generation, state=state)
 
 
-def read_and_plan(switch: system.Switch, family: Family, opts: Options, up: bool) -> Plan:
+def make_chain(family: Family, routes_text: str, opts: Options, mixed: bool, session_up: bool,
+               detail_text: str | None) -> Wanted | str:
+    """The chain the routes make, or why it must wait (a generation still arriving)."""
+    routes = frr.read_family(routes_text, family, mixed=mixed) if session_up else []
+    if detail_text is not None:
+        frr.verify_against_text([r.route for r in routes], detail_text)
+    selection = frr.select(routes, opts.scopes)
+    if selection.waiting:
+        return selection.waiting
+    lines = render_chain(selection.entries, opts.chain, stateful=opts.stateful,
+                         generation=selection.generation)
+    gen = f", generation {selection.generation}" if selection.generation is not None else ""
+    scope = f", {selection.out_of_scope} out of scope" if selection.out_of_scope else ""
+    summary = (f"read {selection.received} flowspec routes for IPv{family.value}{gen}{scope}: "
+               f"{len(lines)} rules")
+    return Wanted(lines, selection.generation, summary)
+
+
+def read_and_plan(switch: system.Switch, family: Family, opts: Options, up: bool,
+                  cache: dict | None = None) -> Plan:
     """FRR's routes as JSON, then as text to cross-check them. Routes that change between the
     two reads make them disagree: both are read again once before the routes are refused."""
     for attempt in (1, 2):
@@ -121,7 +174,7 @@ def read_and_plan(switch: system.Switch, family: Family, opts: Options, up: bool
         detail = switch.vtysh(f"show bgp {family.afi} flowspec detail", bulk=True) \
             if up and opts.verify_text else None
         try:
-            return plan_family(switch, family, text, opts, False, up, detail)
+            return plan_family(switch, family, text, opts, False, up, detail, cache)
         except frr.TextDisagrees:
             if attempt == 2:
                 raise
@@ -149,7 +202,7 @@ class Report:
 
 
 def run_once(switch: system.Switch, opts: Options, from_text: str | None,
-             report: Report | None = None) -> Outcome:
+             report: Report | None = None, cache: dict | None = None) -> Outcome:
     """Read every family first, then apply: a bad route in one family changes nothing at all."""
     report = report if report is not None else Report()
     plans = []
@@ -166,7 +219,7 @@ def run_once(switch: system.Switch, opts: Options, from_text: str | None,
                             "(--on-session-down flush empties it)", family.value, opts.chain)
                 kept = True
                 continue
-            plans.append(read_and_plan(switch, family, opts, up))
+            plans.append(read_and_plan(switch, family, opts, up, cache))
             continue
         mixed = len(opts.families) > 1
         plans.append(plan_family(switch, family, text, opts, mixed, up))
@@ -517,6 +570,7 @@ def main(once, interval, pathspace, family, chain, parent, stateful, on_session_
 
     signals = Signals(switch)
     log.info("polling FRR every %g s", interval)
+    cache: dict = {}  # the last chain made per family (plan_family)
     waiting_since: float | None = None
     try:
         while not signals.stop:
@@ -525,7 +579,7 @@ def main(once, interval, pathspace, family, chain, parent, stateful, on_session_
             refused = 0
             try:
                 with signals, system.Lock(lock_file, lock_timeout):
-                    outcome = run_once(switch, opts, None, report)
+                    outcome = run_once(switch, opts, None, report, cache)
                 if signals.during_apply:
                     log.warning("%s", signals.finished_line(chain))
                 if outcome is not Outcome.WAITING:

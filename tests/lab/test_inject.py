@@ -316,3 +316,32 @@ def test_a_rule_the_kernel_refuses_mid_transaction_changes_nothing(lab):
     # The transaction is refused whole: not one of the 1,500 rules in front of it went in.
     assert saved(lab) == before
     assert "unchanged" in inject(lab).stderr
+
+
+def test_the_daemon_skips_unchanged_routes_but_still_repairs_the_chain(lab):
+    before = slides_installed(lab)
+    argv = [*command("fs-inject"), "-v", "--interval", "0.3", "--pathspace", lab.pathspace,
+            "--lock-file", str(lab.tmpdir / "fs-inject.lock")]
+    path = lab.tmpdir / "daemon.log"
+    log = open(path, "w+")
+    daemon = subprocess.Popen(["ip", "netns", "exec", lab.sw, *argv], stdout=log, stderr=log)
+    try:
+        # Unchanged routes (only their ages move): the chain is not made again, nor written.
+        wait_for(lambda: path.read_text().count("as at the last poll") >= 4,
+                 what="polls that found FRR's routes unchanged")
+        assert saved(lab) == before
+        # A hand edit is still put back: the chain in force is compared at every poll.
+        lab.run("sw", "iptables", "-D", "FLOWSPEC", "1")
+        wait_for(lambda: saved(lab) == before, what="the hand edit repaired")
+        assert "rules differed from the routes" in path.read_text()
+        # A new policy is a new dump: made and installed.
+        lab.iptables("ctl", "-I", "FORWARD", "1", "-d", "198.51.100.10/32", "-j", "DROP")
+        fetch(lab)
+        wait_for(lambda: len(flowspec(lab)) == 3, what="the new policy on the switch")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=10) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        log.close()

@@ -288,3 +288,40 @@ def test_json_and_text_that_disagree_are_read_again_once():
     with pytest.raises(frr.TextDisagrees, match="JSON leaves out"):
         read_and_plan(switch, Family.V6, opts, True)
     assert switch.texts == -8
+
+
+class AgingSwitch(ChangingSwitch):
+    """FRR's captured dumps with the routes' ages moving on at every read, as a polling daemon
+    sees them when nothing changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts = 5  # both dumps whole
+        self.reads = 0
+
+    def flowspec_json(self, family):
+        self.reads += 1
+        return super().flowspec_json(family).replace('"time":"00:00:00"',
+                                                     f'"time":"00:00:{self.reads:02d}"')
+
+    def vtysh(self, command, bulk=False):
+        return super().vtysh(command).replace("received for 00:00:00",
+                                              f"received for 00:00:{self.reads:02d}")
+
+
+def test_the_daemon_makes_the_chain_again_only_when_frrs_routes_change(monkeypatch, caplog):
+    from fs_inject.cli import Options, read_and_plan
+    opts = Options((Family.V6,), "FLOWSPEC", "FORWARD", False, "keep", False)
+    switch, cache, made = AgingSwitch(), {}, []
+    real = frr.read_family
+    monkeypatch.setattr(frr, "read_family", lambda *a, **k: made.append(1) or real(*a, **k))
+    caplog.set_level("INFO", logger="fs-inject")
+    first = read_and_plan(switch, Family.V6, opts, True, cache)
+    second = read_and_plan(switch, Family.V6, opts, True, cache)
+    assert len(made) == 1 and second.lines == first.lines and second.restore == first.restore
+    assert "(FRR's routes as at the last poll)" in caplog.records[-1].getMessage()
+    # Anything else that changes in either dump makes the chain again.
+    monkeypatch.setattr(AgingSwitch, "vtysh", lambda self, c, bulk=False:
+                        ChangingSwitch.vtysh(self, c) + "\tFS:marking 9\n")
+    third = read_and_plan(switch, Family.V6, opts, True, cache)
+    assert len(made) == 2 and third.lines == first.lines
