@@ -6,6 +6,7 @@ the one-line message.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -44,6 +45,23 @@ def slides_installed(lab):
     lab.wait_frr_routes(4, 2)
     inject(lab)
     return saved(lab)
+
+
+@contextlib.contextmanager
+def daemon_running(lab, interval: float):
+    """The fs-inject daemon in the switch namespace, logging to a file; killed at the end."""
+    argv = [*command("fs-inject"), "-v", "--interval", str(interval), "--pathspace",
+            lab.pathspace, "--lock-file", str(lab.tmpdir / "fs-inject.lock")]
+    path = lab.tmpdir / "daemon.log"
+    with open(path, "w+") as log:
+        daemon = subprocess.Popen(["ip", "netns", "exec", lab.sw, *argv], stdout=log,
+                                  stderr=log)
+        try:
+            yield daemon, path
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
 
 
 def test_session_down_keeps_the_chain_unless_told_to_flush(lab):
@@ -97,13 +115,8 @@ def test_bgpd_killed_leaves_the_chain_then_the_daemon_recovers(lab):
     assert res.stderr.strip().endswith("FLOWSPEC kept as it was.")
     assert saved(lab) == before
 
-    argv = [*command("fs-inject"), "-v", "--interval", "0.5", "--pathspace", lab.pathspace,
-            "--lock-file", str(lab.tmpdir / "fs-inject.lock")]
-    log = open(lab.tmpdir / "daemon.log", "w+")
-    daemon = subprocess.Popen(["ip", "netns", "exec", lab.sw, *argv], stdout=log, stderr=log)
-    try:
-        wait_for(lambda: "Retrying" in (lab.tmpdir / "daemon.log").read_text(),
-                 what="the daemon's retry line")
+    with daemon_running(lab, 0.5) as (daemon, path):
+        wait_for(lambda: "Retrying" in path.read_text(), what="the daemon's retry line")
         assert saved(lab) == before
         # While bgpd is away the controller's policy changes; once bgpd is back, the daemon
         # installs the new policy by itself.
@@ -116,11 +129,6 @@ def test_bgpd_killed_leaves_the_chain_then_the_daemon_recovers(lab):
         daemon.send_signal(signal.SIGHUP)
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=10) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-        log.close()
 
 
 def test_held_xtables_lock_fails_cleanly_and_keeps_the_chain(lab):
@@ -320,12 +328,7 @@ def test_a_rule_the_kernel_refuses_mid_transaction_changes_nothing(lab):
 
 def test_the_daemon_skips_unchanged_routes_but_still_repairs_the_chain(lab):
     before = slides_installed(lab)
-    argv = [*command("fs-inject"), "-v", "--interval", "0.3", "--pathspace", lab.pathspace,
-            "--lock-file", str(lab.tmpdir / "fs-inject.lock")]
-    path = lab.tmpdir / "daemon.log"
-    log = open(path, "w+")
-    daemon = subprocess.Popen(["ip", "netns", "exec", lab.sw, *argv], stdout=log, stderr=log)
-    try:
+    with daemon_running(lab, 0.3) as (daemon, path):
         # Unchanged routes (only their ages move): the chain is not made again, nor written.
         wait_for(lambda: path.read_text().count("as at the last poll") >= 4,
                  what="polls that found FRR's routes unchanged")
@@ -340,8 +343,3 @@ def test_the_daemon_skips_unchanged_routes_but_still_repairs_the_chain(lab):
         wait_for(lambda: len(flowspec(lab)) == 3, what="the new policy on the switch")
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=10) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-        log.close()
