@@ -325,3 +325,26 @@ def test_the_daemon_makes_the_chain_again_only_when_frrs_routes_change(monkeypat
                         ChangingSwitch.vtysh(self, c) + "\tFS:marking 9\n")
     third = read_and_plan(switch, Family.V6, opts, True, cache)
     assert len(made) == 2 and third.lines == first.lines
+
+
+# As ip6tables-nft-restore 1.8.9 printed them in the lab (a table owned by another program,
+# then an option it does not know).
+OWNED = """ip6tables-nft-restore v1.8.9 (nf_tables): 
+line 2: CHAIN_USER_ADD failed (Operation not permitted): chain FLOWSPEC
+line 3: RULE_APPEND failed (Operation not permitted): rule in chain FLOWSPEC
+line 4: RULE_INSERT failed (Operation not permitted): rule in chain FORWARD
+"""
+UNKNOWN = """iptables-restore v1.8.9 (nf_tables): unknown option "--foo"
+Error occurred at line: 3
+Try `iptables-restore -h' or 'iptables-restore --help' for more information.
+"""
+
+
+def test_iptables_restore_complaints_are_one_line():
+    assert system.restore_errors(OWNED) == (
+        "line 2: CHAIN_USER_ADD failed (Operation not permitted): chain FLOWSPEC (and 2 more "
+        "errors); the kernel said no: another program may own the table (`nft list tables` "
+        "shows flags owner), or CAP_NET_ADMIN is missing")
+    assert system.restore_errors(UNKNOWN) == 'unknown option "--foo"'
+    assert system.failed_rule("*filter\n:FLOWSPEC - [0:0]\n-A FLOWSPEC -m comment --comment "
+                              '"flowseg 7 abc" -j DROP\n', UNKNOWN) == "line 3 (flowseg 7 abc)"
