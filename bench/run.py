@@ -276,16 +276,16 @@ def bird_check_conf(lab: Lab) -> Path:
 
 
 # A polling fs-inject's poll when FRR's routes have not changed: the daemon's loop body
-# (fs_inject.cli.run_once with its cache), timed in the process after a first poll.
+# (fs_inject.apply.run_once with its cache), timed in the process after a first poll.
 DAEMON_POLL = """
 import sys, time
 from flowseg.model import Family
-from fs_inject import cli, system
-opts = cli.Options((Family.V4,), "FLOWSPEC", "FORWARD", False, "keep", False)
+from fs_inject import apply, system
+opts = apply.Options((Family.V4,), "FLOWSPEC", "FORWARD", False, "keep", False)
 switch, cache = system.Switch(sys.argv[1], "auto"), {}
-cli.run_once(switch, opts, None, None, cache)
+apply.run_once(switch, opts, None, None, cache)
 begin = time.perf_counter()
-outcome = cli.run_once(switch, opts, None, None, cache)
+outcome = apply.run_once(switch, opts, None, None, cache)
 print(time.perf_counter() - begin, outcome.value)
 """
 

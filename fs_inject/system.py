@@ -49,7 +49,7 @@ class Switch:
         # Told of each iptables-restore: before_apply(family) just before it starts, then
         # after_apply(family, error), error being the ToolFailed of an iptables-restore that
         # did not run to its end (killed by a signal, timed out), else None. The CLI's signal
-        # handling (fs_inject.cli.Signals) tells from them a stop request in the middle of an
+        # handling (fs_inject.signals.Signals) tells from them a stop request in the middle of an
         # apply from one that came before anything was written, or one that killed it.
         self.before_apply: Callable[[Family], None] | None = None
         self.after_apply: Callable[[Family, ToolFailed | None], None] | None = None

@@ -20,6 +20,8 @@ from flowseg.iptables import (
 )
 from flowseg.model import Family
 from fs_inject import frr, show, system
+from fs_inject.apply import Options, Plan, put_back, read_and_plan
+from fs_inject.cli import error_line
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "frr"
 
@@ -214,14 +216,12 @@ class RefusingSwitch(system.Switch):
 
 
 def plans_for_both():
-    from fs_inject.cli import Plan
     empty = read_state("", Family.V4, "FLOWSPEC", "FORWARD")
     lines = render_chain(slides_entries(), "FLOWSPEC")
     return [Plan(f, lines, "*filter\nCOMMIT\n", state=empty) for f in (Family.V4, Family.V6)]
 
 
 def test_a_refused_family_puts_the_applied_one_back_or_says_it_could_not():
-    from fs_inject.cli import Options, error_line, put_back
     opts = Options((Family.V4, Family.V6), "FLOWSPEC", "FORWARD", False, "keep", False)
     v4, v6 = plans_for_both()
     switch = RefusingSwitch(works=2, saved={Family.V6: ""})
@@ -242,7 +242,6 @@ def test_a_refused_family_puts_the_applied_one_back_or_says_it_could_not():
 
 def test_a_family_that_took_its_chain_after_all_is_not_put_back():
     # iptables-restore killed by a signal after the kernel took the transaction.
-    from fs_inject.cli import Options, error_line, put_back
     opts = Options((Family.V4, Family.V6), "FLOWSPEC", "FORWARD", False, "keep", False)
     v4, v6 = plans_for_both()
     switch = RefusingSwitch(works=5, saved={Family.V4: saved_chain(v4.lines)})
@@ -278,7 +277,6 @@ class ChangingSwitch(system.Switch):
 
 
 def test_json_and_text_that_disagree_are_read_again_once():
-    from fs_inject.cli import Options, read_and_plan
     opts = Options((Family.V6,), "FLOWSPEC", "FORWARD", False, "keep", False)
     switch = ChangingSwitch()
     plan = read_and_plan(switch, Family.V6, opts, True)
@@ -310,7 +308,6 @@ class AgingSwitch(ChangingSwitch):
 
 
 def test_the_daemon_makes_the_chain_again_only_when_frrs_routes_change(monkeypatch, caplog):
-    from fs_inject.cli import Options, read_and_plan
     opts = Options((Family.V6,), "FLOWSPEC", "FORWARD", False, "keep", False)
     switch, cache, made = AgingSwitch(), {}, []
     real = frr.read_family
