@@ -13,10 +13,13 @@ from fs_inject import system
 class Signals:
     """Stop requests never cut an apply in two; SIGHUP makes the daemon poll now.
 
-    Stop requests: SIGTERM and SIGINT, and with --once SIGHUP too (as fs-fetch). Before a run's
-    first iptables-restore starts nothing has been written, and the run stops at once (Stopped,
-    raised from the handler; the tool being waited for is killed). From then on the request is
-    only noted: every family's transaction of the run goes through, then the command stops.
+    Stop requests: SIGTERM and SIGINT, and with --once SIGHUP too (as fs-fetch). The handler only
+    notes the request: an exception raised from it could land anywhere, inside the logging
+    module's locks or subprocess's fork handling (seen: a traceback at exit, the exception
+    lost). A request that came while the run reads FRR and the chain in force stops it just
+    before its first iptables-restore (Stopped, raised there), so nothing is written. From the
+    first iptables-restore on, every family's transaction of the run goes through, then the
+    command stops.
     When the request reached iptables-restore too (a signal to the whole process group) and it
     died of it, the kernel took that family's transaction whole or not at all: the chain in
     force is the old one or the complete new one, and the next run checks and repairs it.
@@ -51,7 +54,7 @@ class Signals:
             signal.signal(signal.SIGHUP, self._hup)
 
     def __enter__(self) -> Signals:
-        """One run: from here to the first iptables-restore a stop request stops it at once."""
+        """One run: a stop request from here to the first iptables-restore stops it there."""
         self.applying, self.current, self.under_way, self.cut_by = [], None, None, None
         self.phase = self.READING
         if self.stop is not None:
@@ -63,6 +66,10 @@ class Signals:
         self.phase = self.IDLE
 
     def _applying(self, family: Family) -> None:
+        if self.phase == self.READING and self.stop is not None:
+            # Before the run's first write: normal control flow, not a signal handler.
+            self.phase = self.IDLE
+            raise self.Stopped(self.stop)
         self.phase = self.APPLYING
         self.applying.append(family)
         self.current = family
@@ -76,9 +83,6 @@ class Signals:
     def _stop(self, signum, frame) -> None:
         if self.stop is None:
             self.stop = signum
-        if self.phase == self.READING:
-            self.phase = self.IDLE
-            raise self.Stopped(signum)
         if self.phase == self.APPLYING and self.under_way is None:
             self.under_way = self.current if self.current is not None else self.applying[-1]
 

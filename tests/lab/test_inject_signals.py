@@ -302,10 +302,11 @@ def test_a_signal_to_the_whole_group_mid_apply_leaves_old_or_new_then_the_next_r
 # -- before the apply: nothing written yet, so a stop request stops at once -----------------------
 
 
-def test_sigterm_before_the_apply_stops_at_once_and_writes_nothing(lab):
-    """SIGTERM to `fs-inject --once` while it reads bgpd's 3,001 routes (vtysh runs): it stops
-    there, with the vtysh it waits for, says in one line that it applied nothing, and exits 143
-    (as fs-fetch, killed by SIGTERM before its apply); both chains stay byte for byte."""
+def test_sigterm_before_the_apply_stops_before_writing_anything(lab):
+    """SIGTERM to `fs-inject --once` while it reads bgpd's 3,001 routes (vtysh runs): it ends
+    the reads under way, stops just before its first iptables-restore, says in one line that
+    it applied nothing, and exits 143 (as fs-fetch, killed by SIGTERM before its apply); both
+    chains stay byte for byte."""
     states = prepare(lab)
     log = lab.tmpdir / "fs-inject-read.log"
     proc = start(lab, once_argv(lab), log)
@@ -324,6 +325,6 @@ def test_sigterm_before_the_apply_stops_at_once_and_writes_nothing(lab):
         "fs-inject: stopped by SIGTERM before applying anything. FLOWSPEC kept as it was."]
     assert tables(lab, 4) == states.old[4]
     assert tables(lab, 6) == states.old[6]
-    # The vtysh it was waiting for went with it.
+    # No vtysh is left behind.
     assert subprocess.run(["pgrep", "-f", f"^vtysh -N {lab.pathspace} "],
                           stdout=subprocess.DEVNULL).returncode == 1
