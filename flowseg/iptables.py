@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flowseg import model
@@ -923,6 +924,9 @@ class ChainEntry:
     rate: float | None = None
     # render_rule_args(rule), when the caller has it already (it is the slow part).
     args: tuple[list[str], ...] | None = field(default=None, compare=False, repr=False)
+    # The rate's bucket when the route made several entries (one per protocol of a list), all
+    # of which share it; None: named from this entry's match alone.
+    bucket: str | None = field(default=None, compare=False)
 
 
 # hashlimit's table for a rate: the kernel keeps one per name, with the rate of the rule that
@@ -936,10 +940,11 @@ class ChainEntry:
 BUCKET_OPTIONS = "--hashlimit-htable-size 1 --hashlimit-htable-max 1"
 
 
-def bucket_name(family: Family, args: tuple[list[str], ...], rate: int) -> str:
+def bucket_name(family: Family, args: Iterable[list[str]], rate: float) -> str:
     """At most 15 characters, the kernel's limit for a hashlimit name; args is the route's
-    match, render_rule_args of its rule."""
+    whole match, render_rule_args of each of its rules."""
     match = "\0".join(" ".join(words) for words in args)
+    rate = max(1, int(rate))
     digest = hashlib.sha256(f"{match}\0{rate}".encode()).hexdigest()[:11]
     return f"fs{family.value}-{digest}"
 
@@ -974,7 +979,8 @@ def render_chain(
             if entry.rate is not None:
                 rate = max(1, int(entry.rate))
                 limit = (f"-m hashlimit --hashlimit-above {rate}b/s --hashlimit-name "
-                         f"{bucket_name(rule.family, rendered, rate)} {BUCKET_OPTIONS}")
+                         f"{entry.bucket or bucket_name(rule.family, rendered, rate)} "
+                         f"{BUCKET_OPTIONS}")
                 rid = rule_id(chain, len(lines), f"{body} {limit}")
                 comment = quote(f"flowseg {label} rate {rate}B/s {rid}")
                 words = ["-A", chain, body, limit, "-m", "comment", "--comment", comment]

@@ -219,7 +219,8 @@ def run_once(switch: system.Switch, opts: Options, from_text: str | None,
         try:
             switch.iptables_restore(p.family, p.restore)
         except FlowsegError as exc:
-            raise put_back(switch, applied, p, opts, exc) from None
+            later = [q for q in plans[plans.index(p) + 1:] if q.restore is not None]
+            raise put_back(switch, applied, p, bool(later), opts, exc) from None
         applied.append(p)
         if p.repaired:
             log.warning("applied IPv%d %s: %d rules (%d rules differed from the routes, "
@@ -241,32 +242,37 @@ class PartlyApplied(ApplyFailed):
     kept = False
 
 
-def put_back(switch: system.Switch, applied: list[Plan], failed: Plan, opts: Options,
-             exc: FlowsegError) -> FlowsegError:
-    """Undo the families this run already applied, so that no family enforces a policy the
-    others do not: the switch keeps the whole policy that was in force, or says it could not.
+def put_back(switch: system.Switch, applied: list[Plan], failed: Plan, later: bool,
+             opts: Options, exc: FlowsegError) -> FlowsegError:
+    """Undo what this run wrote, so that no family enforces a policy the others do not: the
+    switch keeps the whole policy that was in force, or says it could not.
 
-    An iptables-restore killed by a signal may have died after the kernel took its
-    transaction: the failed family is read again, and if it holds the new chain whole, the
-    others keep theirs too.
+    applied are the families written before `failed`; later says whether families after it
+    had something to write. An iptables-restore that failed to run to its end (killed by a
+    signal, timed out) may have died after the kernel took its transaction, so the failed
+    family is read again first. If it holds the new chain whole and so does every other
+    family, nothing is undone; if it took its chain while families after it did not, it is
+    put back with the rest.
     """
-    if not applied:
-        return exc
     try:
         now = read_state(switch.iptables_save(failed.family), failed.family, opts.chain,
                          opts.parent)
+        took = render_restore(failed.lines, now, opts.chain, opts.parent, failed.family) is None
     except FlowsegError:
-        now = None
-    if now is not None and render_restore(failed.lines, now, opts.chain, opts.parent,
-                                          failed.family) is None:
+        took = False
+    if took:
         log.warning("IPv%d %s holds the new policy all the same (%d rules)",
                     failed.family.value, opts.chain, len(failed.lines))
+    if took and not later:
         whole = type(exc)(f"{str(exc).rstrip('.')}; all the same every family's {opts.chain} "
                           "holds the new policy")
         whole.kept = False
         return whole
+    undo = [*applied, failed] if took else list(applied)
+    if not undo:
+        return exc
     done = []
-    for p in reversed(applied):
+    for p in reversed(undo):
         assert p.state is not None
         try:
             switch.iptables_restore(p.family, render_rollback(p.state, opts.chain, opts.parent))
@@ -274,7 +280,7 @@ def put_back(switch: system.Switch, applied: list[Plan], failed: Plan, opts: Opt
             return PartlyApplied(
                 f"{str(exc).rstrip('.')}; putting IPv{p.family.value} {opts.chain} back failed "
                 f"too ({str(again).rstrip('.')}): IPv{p.family.value} enforces the new policy "
-                "and the failed family the old one until a run succeeds")
+                "and the others the old one until a run succeeds")
         log.warning("put IPv%d %s back as it was (%d rules): IPv%d could not be applied",
                     p.family.value, opts.chain, len(p.state.rules), failed.family.value)
         done.append(f"IPv{p.family.value}")

@@ -17,6 +17,7 @@ Actions (RFC 8955 section 7): traffic-marking N (0x8009) is rule N, ACCEPT; traf
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from flowseg.encoding import COUNT_AS, GENERATION_AS, RESERVED_AS, SEQUENCE_AS
 from flowseg.errors import BadInput, BadRoute, InvalidValue
-from flowseg.iptables import ChainEntry, render_rule_args
+from flowseg.iptables import ChainEntry, bucket_name, render_rule_args
 from flowseg.model import (
     PORT_PROTOCOLS,
     DSCP_MAX,
@@ -416,6 +417,10 @@ def receive(route: Route, family: Family) -> Received:
             entries.append(ChainEntry(rule, rate, tuple(render_rule_args(rule))))
     except InvalidValue as exc:
         raise BadRoute(f"{where}: {exc}; not installed") from None
+    if rate is not None and len(entries) > 1:
+        # One rate for all the route's traffic (RFC 8955 7.1), whichever protocol it is.
+        bucket = bucket_name(family, (a for e in entries for a in e.args), rate)
+        entries = [dataclasses.replace(e, bucket=bucket) for e in entries]
     return Received(route, tuple(entries), sequence, actions.marking, generation, count, scopes)
 
 

@@ -70,9 +70,10 @@ class Signals:
             # Before the run's first write: normal control flow, not a signal handler.
             self.phase = self.IDLE
             raise self.Stopped(self.stop)
-        self.phase = self.APPLYING
+        # The family first, then the phase: a handler that sees APPLYING finds its family.
         self.applying.append(family)
         self.current = family
+        self.phase = self.APPLYING
 
     def _applied(self, family: Family, error: FlowsegError | None) -> None:
         if error is not None and self.under_way is family and self.current is family \

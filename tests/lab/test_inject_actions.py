@@ -3,6 +3,8 @@ traffic-rate, traffic-action, a redirect and a route target (RFC 8955 section 7)
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from flowseg.scenario import inject
@@ -94,3 +96,17 @@ def test_a_changed_rate_is_the_rate_the_kernel_enforces(lab):
     tables = lab.run("sw", "ls", "/proc/net/ipt_hashlimit").stdout.split()
     assert len(tables) == 1, tables
     assert "--hashlimit-htable-size 1 --hashlimit-htable-max 1" in chain(lab)[0]
+
+
+def test_a_rate_route_with_several_protocols_has_one_bucket(lab):
+    # One route, two protocols: two iptables rules, one rate for the route's traffic.
+    announce(lab,
+             "{ dst 198.51.100.10/32; proto 6, 17; dport 53; } "
+             "{ bgp_ext_community.add((generic, 0x80060000, 0x447a0000)); "
+             "bgp_ext_community.add((generic, 0x80090000, 1)); }", POLICY)
+    inject(lab, "--family", "ipv4")
+    limits = [ln for ln in chain(lab) if "--hashlimit-above" in ln]
+    assert len(limits) == 2 and "-p tcp" in limits[0] and "-p udp" in limits[1], limits
+    names = {re.search(r"--hashlimit-name (\S+)", ln).group(1) for ln in limits}
+    assert len(names) == 1, limits
+    assert lab.run("sw", "ls", "/proc/net/ipt_hashlimit").stdout.split() == list(names)

@@ -225,19 +225,19 @@ def test_a_refused_family_puts_the_applied_one_back_or_says_it_could_not():
     opts = Options((Family.V4, Family.V6), "FLOWSPEC", "FORWARD", False, "keep", False)
     v4, v6 = plans_for_both()
     switch = RefusingSwitch(works=2, saved={Family.V6: ""})
-    exc = put_back(switch, [v4], v6, opts, ApplyFailed("ip6tables-restore refused it: no"))
+    exc = put_back(switch, [v4], v6, False, opts, ApplyFailed("ip6tables-restore refused it: no"))
     assert switch.sent == [(Family.V4, render_rollback(v4.state, "FLOWSPEC", "FORWARD"))]
     assert error_line(exc, "FLOWSPEC") == (
         "fs-inject: ip6tables-restore refused it: no; IPv4 FLOWSPEC put back as it was. "
         "FLOWSPEC kept as it was.")
     # Putting back fails too: the line says which family enforces what.
     switch = RefusingSwitch(works=0, saved={Family.V6: ""})
-    exc = put_back(switch, [v4], v6, opts, ApplyFailed("ip6tables-restore refused it: no"))
+    exc = put_back(switch, [v4], v6, False, opts, ApplyFailed("ip6tables-restore refused it: no"))
     assert isinstance(exc, ApplyFailed) and exc.exit_code == 6
     assert error_line(exc, "FLOWSPEC") == (
         "fs-inject: ip6tables-restore refused it: no; putting IPv4 FLOWSPEC back failed too "
         "(iptables-restore refused the transaction: no): IPv4 enforces the new policy and the "
-        "failed family the old one until a run succeeds; run fs-inject again once it is fixed.")
+        "others the old one until a run succeeds; run fs-inject again once it is fixed.")
 
 
 def test_a_family_that_took_its_chain_after_all_is_not_put_back():
@@ -245,7 +245,7 @@ def test_a_family_that_took_its_chain_after_all_is_not_put_back():
     opts = Options((Family.V4, Family.V6), "FLOWSPEC", "FORWARD", False, "keep", False)
     v4, v6 = plans_for_both()
     switch = RefusingSwitch(works=5, saved={Family.V4: saved_chain(v4.lines)})
-    exc = put_back(switch, [v6], v4, opts, ApplyFailed("iptables-restore was killed by SIGTERM"))
+    exc = put_back(switch, [v6], v4, False, opts, ApplyFailed("iptables-restore was killed by SIGTERM"))
     assert switch.sent == []
     assert error_line(exc, "FLOWSPEC") == (
         "fs-inject: iptables-restore was killed by SIGTERM; all the same every family's "
@@ -345,3 +345,19 @@ def test_iptables_restore_complaints_are_one_line():
     assert system.restore_errors(UNKNOWN) == 'unknown option "--foo"'
     assert system.failed_rule("*filter\n:FLOWSPEC - [0:0]\n-A FLOWSPEC -m comment --comment "
                               '"flowseg 7 abc" -j DROP\n', UNKNOWN) == "line 3 (flowseg 7 abc)"
+
+
+def test_a_first_family_that_took_its_chain_before_failing_is_put_back():
+    # IPv4's iptables-restore timed out after the kernel took it; IPv6 was not written yet.
+    opts = Options((Family.V4, Family.V6), "FLOWSPEC", "FORWARD", False, "keep", False)
+    v4, v6 = plans_for_both()
+    switch = RefusingSwitch(works=5, saved={Family.V4: saved_chain(v4.lines)})
+    exc = put_back(switch, [], v4, True, opts, ApplyFailed("iptables-restore did not answer"))
+    assert switch.sent == [(Family.V4, render_rollback(v4.state, "FLOWSPEC", "FORWARD"))]
+    assert error_line(exc, "FLOWSPEC").endswith(
+        "; IPv4 FLOWSPEC put back as it was. FLOWSPEC kept as it was.")
+    # With no family after it, the new policy is whole: nothing is undone.
+    switch = RefusingSwitch(works=5, saved={Family.V4: saved_chain(v4.lines)})
+    exc = put_back(switch, [], v4, False, opts, ApplyFailed("iptables-restore did not answer"))
+    assert switch.sent == [] and "holds the new policy" in str(exc)
+
