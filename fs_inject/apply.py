@@ -279,8 +279,8 @@ def put_back(switch: system.Switch, applied: list[Plan], failed: Plan, later: bo
         except FlowsegError as again:
             return PartlyApplied(
                 f"{str(exc).rstrip('.')}; putting IPv{p.family.value} {opts.chain} back failed "
-                f"too ({str(again).rstrip('.')}): IPv{p.family.value} enforces the new policy "
-                "and the others the old one until a run succeeds")
+                f"too ({str(again).rstrip('.')}): IPv{p.family.value} may still enforce the new "
+                "policy and the others the old one until a run succeeds")
         log.warning("put IPv%d %s back as it was (%d rules): IPv%d could not be applied",
                     p.family.value, opts.chain, len(p.state.rules), failed.family.value)
         done.append(f"IPv{p.family.value}")

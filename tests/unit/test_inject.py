@@ -236,8 +236,8 @@ def test_a_refused_family_puts_the_applied_one_back_or_says_it_could_not():
     assert isinstance(exc, ApplyFailed) and exc.exit_code == 6
     assert error_line(exc, "FLOWSPEC") == (
         "fs-inject: ip6tables-restore refused it: no; putting IPv4 FLOWSPEC back failed too "
-        "(iptables-restore refused the transaction: no): IPv4 enforces the new policy and the "
-        "others the old one until a run succeeds; run fs-inject again once it is fixed.")
+        "(iptables-restore refused the transaction: no): IPv4 may still enforce the new policy "
+        "and the others the old one until a run succeeds; run fs-inject again once it is fixed.")
 
 
 def test_a_family_that_took_its_chain_after_all_is_not_put_back():
