@@ -974,13 +974,16 @@ def render_chain(
         if rule.is_policy:
             label = "policy" if generation is None else f"policy g{generation}"
         rendered = entry.args if entry.args is not None else tuple(render_rule_args(rule))
+        limit = None
+        if entry.rate is not None:
+            # One bucket for all the lines of the route.
+            rate = max(1, int(entry.rate))
+            bucket = entry.bucket or bucket_name(rule.family, rendered, rate)
+            limit = (f"-m hashlimit --hashlimit-above {rate}b/s --hashlimit-name {bucket} "
+                     f"{BUCKET_OPTIONS}")
         for args in rendered:
             body = " ".join(quote(a) for a in args)
-            if entry.rate is not None:
-                rate = max(1, int(entry.rate))
-                limit = (f"-m hashlimit --hashlimit-above {rate}b/s --hashlimit-name "
-                         f"{entry.bucket or bucket_name(rule.family, rendered, rate)} "
-                         f"{BUCKET_OPTIONS}")
+            if limit is not None:
                 rid = rule_id(chain, len(lines), f"{body} {limit}")
                 comment = quote(f"flowseg {label} rate {rate}B/s {rid}")
                 words = ["-A", chain, body, limit, "-m", "comment", "--comment", comment]
