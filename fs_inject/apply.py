@@ -183,19 +183,17 @@ def run_once(switch: system.Switch, opts: Options, from_text: str | None,
     for family in opts.families:
         if from_text is not None:
             # The file is the whole truth: no daemon is asked anything.
-            text, up = from_text, True
-        else:
-            up = session_state(switch, family)
-            report.session = up if report.session is None else report.session and up
-            if not up and opts.on_session_down == "keep":
-                log.warning("IPv%d %s kept as it was until a session is back "
-                            "(--on-session-down flush empties it)", family.value, opts.chain)
-                kept = True
-                continue
-            plans.append(read_and_plan(switch, family, opts, up, cache))
+            mixed = len(opts.families) > 1
+            plans.append(plan_family(switch, family, from_text, opts, mixed, True))
             continue
-        mixed = len(opts.families) > 1
-        plans.append(plan_family(switch, family, text, opts, mixed, up))
+        up = session_state(switch, family)
+        report.session = up if report.session is None else report.session and up
+        if not up and opts.on_session_down == "keep":
+            log.warning("IPv%d %s kept as it was until a session is back "
+                        "(--on-session-down flush empties it)", family.value, opts.chain)
+            kept = True
+            continue
+        plans.append(read_and_plan(switch, family, opts, up, cache))
     if opts.dry_run:
         for p in plans:
             wait = f"# waiting: {p.waiting}\n" if p.waiting else ""
