@@ -328,6 +328,19 @@ def show(con: Console, data: dict) -> None:
         con.print(f"note: {note}")
 
 
+
+def command_table(title: str, by_command: dict, sizes: list[int], cell: str) -> list[str]:
+    """A per-command table (peak RSS, CPU seconds): a row per command measured, a column per
+    size, the median in `cell`'s format."""
+    out = ["", title, "", "| command | " + " | ".join(f"{s:,}" for s in sizes) + " |",
+           "|---|" + "---:|" * len(sizes)]
+    for cmd in COMMANDS_RSS:
+        by = by_command.get(cmd, {})
+        if by:
+            out.append(f"| {cmd} | " + " | ".join(
+                cell.format(by[str(s)]["median"]) if str(s) in by else "" for s in sizes) + " |")
+    return out
+
 def markdown(data: dict) -> str:
     sizes = _all_sizes(data)
     m, t = data["machine"], data["tools"]
@@ -350,26 +363,11 @@ def markdown(data: dict) -> str:
     out += ["", "Fixed costs in every run: " + "; ".join(
         f"{name} {fmt(data['stages'].get(name, {}).get('0', {}).get('median'))} ms"
         for name, _ in FIXED) + "."]
-    out += ["", "Peak RSS (MB):", "", "| command | " +
-            " | ".join(f"{s:,}" for s in data["sizes"]) + " |",
-            "|---|" + "---:|" * len(data["sizes"])]
-    for cmd in COMMANDS_RSS:
-        by = data["rss"].get(cmd, {})
-        if by:
-            out.append(f"| {cmd} | " + " | ".join(
-                f"{by[str(s)]['median']:.1f}" if str(s) in by else "" for s in data["sizes"]) +
-                " |")
+    out += command_table("Peak RSS (MB):", data["rss"], data["sizes"], "{:.1f}")
     if data.get("cpu_seconds"):
-        out += ["", "CPU seconds (user + system, with the command's children; load on the machine "
-                "inflates wall time more than this):", "", "| command | " +
-                " | ".join(f"{s:,}" for s in data["sizes"]) + " |",
-                "|---|" + "---:|" * len(data["sizes"])]
-        for cmd in COMMANDS_RSS:
-            by = data["cpu_seconds"].get(cmd, {})
-            if by:
-                out.append(f"| {cmd} | " + " | ".join(
-                    f"{by[str(s)]['median']:.3f}" if str(s) in by else ""
-                    for s in data["sizes"]) + " |")
+        out += command_table("CPU seconds (user + system, with the command's children; load on "
+                             "the machine inflates wall time more than this):",
+                             data["cpu_seconds"], data["sizes"], "{:.3f}")
     if data["packets"]:
         out += ["", "Per packet (ping h1 to h2 through the switch, accepted by the chain's last "
                 "rule; echo and reply each walk the chain):", "",
